@@ -1,0 +1,169 @@
+// Package kafkatest holds the plain Kafka clients that tests, the demo and benchmarks use to write input and read
+// output: a transactional writer and a read_committed reader that knows when it has read everything.
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Producer writes test input.
+type Producer struct {
+	p             *kafka.Producer
+	transactional bool
+}
+
+// NewProducer returns an idempotent producer; with a non-empty transactionalID it is transactional and
+// initialized.
+func NewProducer(ctx context.Context, bootstrap, transactionalID string) (*Producer, error) {
+	cfg := &kafka.ConfigMap{
+		"bootstrap.servers":  bootstrap,
+		"enable.idempotence": true,
+		"linger.ms":          5,
+		"log_level":          3,
+	}
+	if transactionalID != "" {
+		_ = cfg.SetKey("transactional.id", transactionalID)
+	}
+	p, err := kafka.NewProducer(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create test producer for %s: %w", bootstrap, err)
+	}
+	go func() {
+		for range p.Events() { // delivery failures surface through Flush's count and the commit's error
+		}
+	}()
+	if transactionalID != "" {
+		if err := p.InitTransactions(ctx); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("init transactions for %q: %w", transactionalID, err)
+		}
+	}
+	return &Producer{p: p, transactional: transactionalID != ""}, nil
+}
+
+// Send writes msgs (their TopicPartition says where) and waits until every one is acknowledged. On a
+// transactional producer they form one transaction, committed or, with commit false, aborted.
+func (p *Producer) Send(ctx context.Context, msgs []*kafka.Message, commit bool) error {
+	if p.transactional {
+		if err := p.p.BeginTransaction(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	delivered := make(chan kafka.Event, len(msgs))
+	for _, m := range msgs {
+		for {
+			err := p.p.Produce(m, delivered)
+			if err == nil {
+				break
+			}
+			if kerr, ok := err.(kafka.Error); !ok || kerr.Code() != kafka.ErrQueueFull {
+				return fmt.Errorf("produce to %s: %w", m.TopicPartition, err)
+			}
+			p.p.Flush(100)
+		}
+	}
+	for range msgs {
+		select {
+		case e := <-delivered:
+			if m, ok := e.(*kafka.Message); ok && m.TopicPartition.Error != nil {
+				return fmt.Errorf("deliver to %s: %w", m.TopicPartition, m.TopicPartition.Error)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("wait for deliveries: %w", ctx.Err())
+		}
+	}
+	if !p.transactional {
+		return nil
+	}
+	if commit {
+		if err := p.p.CommitTransaction(ctx); err != nil {
+			return fmt.Errorf("commit transaction of %d records: %w", len(msgs), err)
+		}
+		return nil
+	}
+	if err := p.p.AbortTransaction(ctx); err != nil {
+		return fmt.Errorf("abort transaction of %d records: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Close releases the producer.
+func (p *Producer) Close() { p.p.Close() }
+
+// ReadCommitted reads every record of topic visible to a read_committed reader, from the beginning up to the end
+// of each partition as it stood when the call began (the last stable offset, as long as no transaction is left
+// open), and returns them per partition in offset order. It joins no group and commits nothing.
+func ReadCommitted(ctx context.Context, bootstrap, topic string) (map[int32][]*kafka.Message, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":    bootstrap,
+		"group.id":             "kafkatest-reader", // required by librdkafka; unused: partitions are assigned
+		"isolation.level":      "read_committed",
+		"enable.auto.commit":   false,
+		"enable.partition.eof": true,
+		"log_level":            3,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create read_committed reader of %q: %w", topic, err)
+	}
+	defer c.Close()
+
+	md, err := c.GetMetadata(&topic, false, 10000)
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %q: %w", topic, err)
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || tm.Error.Code() != kafka.ErrNoError {
+		return nil, fmt.Errorf("metadata of %q: %v", topic, tm.Error)
+	}
+	var assignment []kafka.TopicPartition
+	ends := map[int32]int64{}
+	for _, p := range tm.Partitions {
+		_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
+		if err != nil {
+			return nil, fmt.Errorf("watermarks of %s[%d]: %w", topic, p.ID, err)
+		}
+		ends[p.ID] = high
+		assignment = append(assignment, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.OffsetBeginning})
+	}
+	if err := c.Assign(assignment); err != nil {
+		return nil, fmt.Errorf("assign %d partitions of %q: %w", len(assignment), topic, err)
+	}
+
+	out := map[int32][]*kafka.Message{}
+	done := map[int32]bool{}
+	for p, high := range ends {
+		if high == 0 {
+			done[p] = true
+		}
+	}
+	for len(done) < len(ends) {
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("read %q to its end: %d of %d partitions done: %w", topic, len(done), len(ends), ctx.Err())
+		}
+		switch e := c.Poll(100).(type) {
+		case *kafka.Message:
+			if e.TopicPartition.Error != nil {
+				return out, fmt.Errorf("read %q: %w", topic, e.TopicPartition.Error)
+			}
+			p := e.TopicPartition.Partition
+			out[p] = append(out[p], e)
+			if int64(e.TopicPartition.Offset)+1 >= ends[p] {
+				done[p] = true
+			}
+		case kafka.PartitionEOF:
+			// Under read_committed the end is the last stable offset: a trailing commit marker or aborted
+			// records never arrive as messages, so EOF at or past the start's high watermark means done.
+			if int64(e.Offset) >= ends[e.Partition] {
+				done[e.Partition] = true
+			}
+		case kafka.Error:
+			if e.IsFatal() {
+				return out, fmt.Errorf("read %q: %w", topic, e)
+			}
+		}
+	}
+	return out, nil
+}

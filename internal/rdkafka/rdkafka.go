@@ -1,0 +1,68 @@
+// Package rdkafka holds what the consume and produce packages both need around librdkafka and must not import
+// from each other: building a client configuration from protected and pass-through properties, and turning the
+// client's log events into structured logs.
+package rdkafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// ConfigMap merges pass-through properties under the properties a package owns. Owned keys win and a clash is an
+// error, not a silent override: the guarantees depend on them (isolation level, idempotence, transactional id),
+// so a user who tries to change one must hear about it. The processor's config validation rejects these keys
+// earlier with the variable's name; this check keeps the packages safe on their own.
+func ConfigMap(owned, passThrough map[string]string) (*kafka.ConfigMap, error) {
+	m := kafka.ConfigMap{}
+	for k, v := range passThrough {
+		if _, ok := owned[k]; ok {
+			return nil, fmt.Errorf("property %q is set by the processor and cannot be overridden", k)
+		}
+		m[k] = v
+	}
+	for k, v := range owned {
+		m[k] = v
+	}
+	// Logs go through a channel so they reach slog as JSON instead of librdkafka's plain stderr lines.
+	m["go.logs.channel.enable"] = true
+	return &m, nil
+}
+
+// Keys returns the sorted keys of a property map, for stable messages.
+func Keys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ForwardLogs writes librdkafka's log events to log until logs is closed, calling hook (if not nil) on each.
+// It must run for the client's whole life: the client blocks a thread on a full log channel.
+func ForwardLogs(logs <-chan kafka.LogEvent, log *slog.Logger, hook func(kafka.LogEvent)) {
+	for e := range logs {
+		if hook != nil {
+			hook(e)
+		}
+		log.Log(context.Background(), level(e.Level), e.Message, "client", e.Name, "facility", e.Tag)
+	}
+}
+
+// level maps syslog severities, which librdkafka uses, onto slog levels.
+func level(syslog int) slog.Level {
+	switch {
+	case syslog <= 3:
+		return slog.LevelError
+	case syslog == 4:
+		return slog.LevelWarn
+	case syslog <= 6:
+		return slog.LevelInfo
+	default:
+		return slog.LevelDebug
+	}
+}
