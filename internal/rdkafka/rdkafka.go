@@ -7,7 +7,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
+	"sync"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -30,16 +31,6 @@ func ConfigMap(owned, passThrough map[string]string) (*kafka.ConfigMap, error) {
 	// Logs go through a channel so they reach slog as JSON instead of librdkafka's plain stderr lines.
 	m["go.logs.channel.enable"] = true
 	return &m, nil
-}
-
-// Keys returns the sorted keys of a property map, for stable messages.
-func Keys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // ForwardLogs writes librdkafka's log events to log until logs is closed, calling hook (if not nil) on each.
@@ -65,4 +56,39 @@ func level(syslog int) slog.Level {
 	default:
 		return slog.LevelDebug
 	}
+}
+
+// ErrorLog logs librdkafka's non-fatal error events, at most once per code every Every (default 30 s): while a
+// broker is down, librdkafka repeats "all brokers are down" several times a second, and a log that says it once
+// with a count says as much.
+type ErrorLog struct {
+	Log   *slog.Logger
+	Every time.Duration
+
+	mu   sync.Mutex
+	last map[kafka.ErrorCode]time.Time
+	hush map[kafka.ErrorCode]int
+}
+
+// Warn logs e unless the same code was logged less than Every ago; then it only counts it.
+func (l *ErrorLog) Warn(msg string, e kafka.Error) {
+	every := l.Every
+	if every == 0 {
+		every = 30 * time.Second
+	}
+	l.mu.Lock()
+	if l.last == nil {
+		l.last, l.hush = map[kafka.ErrorCode]time.Time{}, map[kafka.ErrorCode]int{}
+	}
+	now := time.Now()
+	code := e.Code()
+	if now.Sub(l.last[code]) < every {
+		l.hush[code]++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.hush[code]
+	l.last[code], l.hush[code] = now, 0
+	l.mu.Unlock()
+	l.Log.Warn(msg, "error", e.Error(), "code", code.String(), "suppressed_since_last", suppressed)
 }

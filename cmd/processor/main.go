@@ -1,0 +1,64 @@
+// Command processor is the exactly-once Kafka-to-Kafka processor binary: it reads its configuration from
+// PROCESSOR_* environment variables (`processor -h` lists them), runs until SIGTERM or SIGINT, and exits 0 after
+// a clean shutdown, 1 on a runtime error (fenced, broker refused, ...), 2 on invalid configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/eosproc/eosproc/processor"
+)
+
+// Exit codes: what a supervisor or a test can rely on.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitConfig  = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run is main without the process: arguments, environment and outputs in, exit code out.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help", "help":
+			processor.PrintUsage(stdout)
+			return exitOK
+		default:
+			fmt.Fprintf(stderr, "processor takes no arguments (got %q); it is configured by PROCESSOR_* variables, see processor -h\n", a)
+			return exitConfig
+		}
+	}
+	cfg, err := processor.LoadConfig(environ)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, "run `processor -h` for every variable with its default and meaning")
+		return exitConfig
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by LoadConfig
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := processor.Run(ctx, cfg, nil, log); err != nil {
+		var ce *processor.ConfigError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, err)
+			return exitConfig
+		}
+		log.Error("processor failed", "error", err.Error())
+		return exitRuntime
+	}
+	return exitOK
+}

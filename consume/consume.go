@@ -1,0 +1,508 @@
+// Package consume owns the input side: consumer group membership (cooperative, static, read_committed),
+// micro-batch assembly under per-partition budgets with pause and resume, rewinding to the committed offsets
+// after an aborted transaction, and what the rest of the processor needs to know about the assignment (which
+// partitions, their lag, the group metadata that fences zombies). It knows nothing of transactions: offsets are
+// committed by whoever uses it.
+package consume
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/rdkafka"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// Config is what the consumer needs. Brokers, GroupID and Topics are required.
+type Config struct {
+	Brokers string
+	GroupID string
+	// InstanceID, when set, is the static group.instance.id: a member that restarts within the session timeout
+	// gets its partitions back without a rebalance of the whole group.
+	InstanceID string
+	Topics     []string
+	// AutoOffsetReset is where a partition with no committed offset starts, and where one whose committed
+	// offset fell off retention restarts: "earliest" (default) or "latest".
+	AutoOffsetReset string
+	// MaxPollInterval must exceed the longest gap between two Assemble calls (one batch's transform and
+	// commit); past it librdkafka leaves the group and the batch's offsets are refused.
+	MaxPollInterval time.Duration
+	// Properties are passed to librdkafka as they are; the keys the guarantees depend on are refused.
+	Properties map[string]string
+	Logger     *slog.Logger
+}
+
+// Consumer is one group member. Assemble, Rewind, Lags, GroupMetadata, CommitOffsets and Close must be called from
+// one goroutine (the loop); Assigned and OffsetResets may be called from any.
+type Consumer struct {
+	k         *kafka.Consumer
+	log       *slog.Logger
+	errLog    *rdkafka.ErrorLog
+	resetMode string
+
+	// Rebalance callbacks run inside Poll, on the loop's goroutine, so the fields below need no lock.
+	carry     map[stream.TopicPartition][]stream.Record // polled beyond budget, first in line next batch
+	pending   []stream.Record                           // the batch being assembled
+	paused    map[stream.TopicPartition]bool
+	firstSeen map[stream.TopicPartition]int64 // first offset delivered since assignment: where a rewind without committed offset goes
+	cbErr     error                           // an assignment the callback could not apply
+
+	mu       sync.Mutex
+	assigned map[stream.TopicPartition]bool
+
+	resets atomic.Uint64
+}
+
+// New creates the consumer and subscribes it to the topics; partitions arrive through the rebalance callback
+// during Assemble.
+func New(cfg Config) (*Consumer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reset := cfg.AutoOffsetReset
+	if reset == "" {
+		reset = "earliest"
+	}
+	maxPoll := cfg.MaxPollInterval
+	if maxPoll <= 0 {
+		maxPoll = 5 * time.Minute
+	}
+	owned := map[string]string{
+		"bootstrap.servers": cfg.Brokers,
+		"group.id":          cfg.GroupID,
+		// Cooperative rebalancing revokes only the partitions that move, so the other partitions' batches go on.
+		"partition.assignment.strategy": "cooperative-sticky",
+		// Exactly-once downstream of a transactional producer: never read records of open or aborted transactions.
+		"isolation.level": "read_committed",
+		// Offsets are committed only through the producer's transaction (or, at_least_once, after a flush);
+		// librdkafka committing or storing positions by itself would commit records that were never produced.
+		"enable.auto.commit":       "false",
+		"enable.auto.offset.store": "false",
+		"auto.offset.reset":        reset,
+		// Partitions added to an input topic are noticed within this interval; they have no committed offset,
+		// so with "earliest" they start at their first record and nothing written before we noticed is lost.
+		"topic.metadata.refresh.interval.ms": "5000",
+		"max.poll.interval.ms":               strconv.FormatInt(maxPoll.Milliseconds(), 10),
+	}
+	if cfg.InstanceID != "" {
+		owned["group.instance.id"] = cfg.InstanceID
+	}
+	props := map[string]string{
+		// Prefetch memory bound: librdkafka keeps at most queued.max.messages.kbytes (64 MiB) of fetched records
+		// for the whole consumer, plus what is in flight: up to fetch.max.bytes (16 MiB) per broker, each
+		// partition contributing at most max.partition.fetch.bytes (1 MiB). Pausing a partition purges its
+		// prefetched records, so records carried between batches are at most a few per paused partition.
+		"queued.max.messages.kbytes": "65536",
+		"fetch.max.bytes":            "16777216",
+		"max.partition.fetch.bytes":  "1048576",
+		// A member that died for good frees its partitions after this; a static member restarting sooner keeps
+		// them without a rebalance.
+		"session.timeout.ms": "10000",
+	}
+	for k, v := range cfg.Properties {
+		props[k] = v
+	}
+	cm, err := rdkafka.ConfigMap(owned, props)
+	if err != nil {
+		return nil, fmt.Errorf("configure consumer: %w", err)
+	}
+	k, err := kafka.NewConsumer(cm)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for group %q: %w", cfg.GroupID, err)
+	}
+	c := &Consumer{
+		k:         k,
+		log:       log,
+		errLog:    &rdkafka.ErrorLog{Log: log},
+		resetMode: reset,
+		carry:     map[stream.TopicPartition][]stream.Record{},
+		paused:    map[stream.TopicPartition]bool{},
+		firstSeen: map[stream.TopicPartition]int64{},
+		assigned:  map[stream.TopicPartition]bool{},
+	}
+	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "consumer"), c.watchResets)
+	if err := k.SubscribeTopics(cfg.Topics, c.rebalance); err != nil {
+		k.Close()
+		return nil, fmt.Errorf("subscribe to %s: %w", strings.Join(cfg.Topics, ","), err)
+	}
+	return c, nil
+}
+
+// watchResets counts resets of out-of-range offsets. librdkafka reports them only as a warning log line (a reset
+// for lack of a committed offset is a debug line), so the log is the signal. A reset means records were deleted
+// by retention before we read them: data lost upstream, which nobody downstream can notice otherwise.
+func (c *Consumer) watchResets(e kafka.LogEvent) {
+	if e.Tag == "OFFSET" && e.Level <= 4 && strings.Contains(e.Message, "offset reset") {
+		c.resets.Add(1)
+		c.log.Error("input offset out of range: records deleted before they were processed; reset per auto.offset.reset",
+			"policy", c.resetMode, "detail", e.Message)
+	}
+}
+
+// rebalance applies assignment changes. With the cooperative protocol the events carry only the partitions that
+// move, and the callback must apply them itself with IncrementalAssign/IncrementalUnassign.
+//
+// Records of revoked partitions that were polled but not yet produced (in the batch being assembled, or carried
+// over) are dropped: the partition's new owner reads them again from the committed offset, and producing them
+// here too would duplicate them. This is safe only because polling, and so this callback, happens in Assemble,
+// never between producing a batch and committing it.
+func (c *Consumer) rebalance(k *kafka.Consumer, ev kafka.Event) error {
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		c.log.Info("partitions assigned", "partitions", names(e.Partitions))
+		if err := k.IncrementalAssign(e.Partitions); err != nil {
+			c.cbErr = fmt.Errorf("assign %d partitions: %w", len(e.Partitions), err)
+			return c.cbErr
+		}
+		c.mu.Lock()
+		for _, p := range e.Partitions {
+			c.assigned[tpOf(p)] = true
+		}
+		c.mu.Unlock()
+	case kafka.RevokedPartitions:
+		if k.AssignmentLost() {
+			c.log.Warn("partitions lost (session timed out or fenced); dropping their unproduced records",
+				"partitions", names(e.Partitions))
+		} else {
+			c.log.Info("partitions revoked; dropping their unproduced records", "partitions", names(e.Partitions))
+		}
+		gone := map[stream.TopicPartition]bool{}
+		var resume []kafka.TopicPartition
+		for _, p := range e.Partitions {
+			tp := tpOf(p)
+			gone[tp] = true
+			delete(c.carry, tp)
+			delete(c.firstSeen, tp)
+			if c.paused[tp] {
+				// librdkafka keeps an application pause across unassign and a later assign of the same partition.
+				resume = append(resume, p)
+				delete(c.paused, tp)
+			}
+		}
+		c.pending = dropPartitions(c.pending, gone)
+		if len(resume) > 0 {
+			if err := k.Resume(resume); err != nil {
+				c.log.Warn("resume revoked partitions", "error", err)
+			}
+		}
+		c.mu.Lock()
+		for tp := range gone {
+			delete(c.assigned, tp)
+		}
+		c.mu.Unlock()
+		if err := k.IncrementalUnassign(e.Partitions); err != nil {
+			c.cbErr = fmt.Errorf("unassign %d partitions: %w", len(e.Partitions), err)
+			return c.cbErr
+		}
+	}
+	return nil
+}
+
+func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) []stream.Record {
+	kept := recs[:0]
+	for _, r := range recs {
+		if !gone[r.TopicPartition()] {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+// Assemble polls one micro-batch: until interval has passed, or every assigned partition has used its budget
+// (records allowed this batch; a partition missing from budgets has none), or maxRecords are gathered. Records
+// carried over from the previous batch come first. A partition is paused when its budget is used, and a record
+// polled beyond its budget is carried to the next batch, never dropped. When ctx is done Assemble returns what it
+// has gathered so far. An error is fatal for the consumer.
+func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64, interval time.Duration, maxRecords int) ([]stream.Record, error) {
+	deadline := time.Now().Add(interval)
+	used := map[stream.TopicPartition]int64{}
+	c.pending = nil
+
+	for tp, recs := range c.carry {
+		n := min(int64(len(recs)), budgets[tp]-used[tp], int64(maxRecords-len(c.pending)))
+		if n <= 0 {
+			continue
+		}
+		c.pending = append(c.pending, recs[:n]...)
+		used[tp] += n
+		if rest := recs[n:]; len(rest) > 0 {
+			c.carry[tp] = rest
+		} else {
+			delete(c.carry, tp)
+		}
+	}
+	var resume []kafka.TopicPartition
+	for tp := range c.paused {
+		if len(c.carry[tp]) == 0 && used[tp] < budgets[tp] {
+			resume = append(resume, ktp(tp, kafka.OffsetInvalid))
+			delete(c.paused, tp)
+		}
+	}
+	if len(resume) > 0 {
+		if err := c.k.Resume(resume); err != nil {
+			return nil, fmt.Errorf("resume %d partitions: %w", len(resume), err)
+		}
+	}
+
+	for len(c.pending) < maxRecords && ctx.Err() == nil {
+		if len(c.pending) > 0 && c.budgetsUsed(budgets, used) {
+			break
+		}
+		wait := time.Until(deadline)
+		if wait < time.Millisecond {
+			break
+		}
+		ev := c.k.Poll(int(min(wait, 100*time.Millisecond).Milliseconds()))
+		if c.cbErr != nil {
+			return nil, c.cbErr
+		}
+		switch e := ev.(type) {
+		case *kafka.Message:
+			if err := c.take(e, budgets, used, maxRecords); err != nil {
+				return nil, err
+			}
+		case kafka.Error:
+			if e.IsFatal() {
+				return nil, fmt.Errorf("consume (group member fenced or broken; see error): %w", e)
+			}
+			// Broker down, topic not yet created, coordinator moving: librdkafka recovers by itself.
+			c.errLog.Warn("consumer error", e)
+		}
+	}
+	batch := c.pending
+	c.pending = nil
+	return batch, nil
+}
+
+func (c *Consumer) budgetsUsed(budgets, used map[stream.TopicPartition]int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for tp := range c.assigned {
+		if used[tp] < budgets[tp] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Consumer) take(m *kafka.Message, budgets, used map[stream.TopicPartition]int64, maxRecords int) error {
+	if m.TopicPartition.Error != nil {
+		c.log.Warn("partition error", "partition", m.TopicPartition.String(), "error", m.TopicPartition.Error)
+		return nil
+	}
+	r := toRecord(m)
+	tp := r.TopicPartition()
+	c.mu.Lock()
+	owned := c.assigned[tp]
+	c.mu.Unlock()
+	if !owned {
+		// Fetched before its partition was revoked; the new owner reads it again.
+		return nil
+	}
+	if _, ok := c.firstSeen[tp]; !ok {
+		c.firstSeen[tp] = r.Offset
+	}
+	if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {
+		c.pending = append(c.pending, r)
+		used[tp]++
+		if used[tp] < budgets[tp] {
+			return nil
+		}
+	} else {
+		c.carry[tp] = append(c.carry[tp], r)
+	}
+	return c.pause(tp)
+}
+
+// pause stops fetching a partition that has used its budget. librdkafka drops what it had prefetched for it and
+// resumes from the last record we polled, so nothing is lost, and memory stays bounded however long it is paused.
+// It is only called once the partition has delivered a record: pausing right after an assignment can lose the
+// assignment's start offset (librdkafka issue 2190).
+func (c *Consumer) pause(tp stream.TopicPartition) error {
+	if c.paused[tp] {
+		return nil
+	}
+	if err := c.k.Pause([]kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)}); err != nil {
+		return fmt.Errorf("pause %s: %w", tp, err)
+	}
+	c.paused[tp] = true
+	return nil
+}
+
+// Rewind moves every assigned partition back to its committed offset, after an aborted transaction, so the
+// aborted batch's records are read again. A partition with no committed offset goes back to the first record it
+// delivered since it was assigned (where auto.offset.reset put it); one that delivered nothing has not moved.
+// Carried records are dropped (they are read again) and every partition is resumed.
+func (c *Consumer) Rewind(ctx context.Context) error {
+	c.carry = map[stream.TopicPartition][]stream.Record{}
+	var resume []kafka.TopicPartition
+	for tp := range c.paused {
+		resume = append(resume, ktp(tp, kafka.OffsetInvalid))
+	}
+	if len(resume) > 0 {
+		if err := c.k.Resume(resume); err != nil {
+			return fmt.Errorf("resume %d partitions: %w", len(resume), err)
+		}
+		clear(c.paused)
+	}
+	var moved []kafka.TopicPartition
+	for tp := range c.firstSeen {
+		moved = append(moved, ktp(tp, kafka.OffsetInvalid))
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	timeout := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	// With read_committed librdkafka asks for stable offsets, so this waits for the coordinator to settle the
+	// aborted transaction's offsets instead of reading a half-written state.
+	committed, err := c.k.Committed(moved, int(timeout.Milliseconds()))
+	if err != nil {
+		return fmt.Errorf("read committed offsets of %d partitions: %w", len(moved), err)
+	}
+	seeks := committed[:0]
+	for _, p := range committed {
+		tp := tpOf(p)
+		if p.Offset < 0 {
+			p.Offset = kafka.Offset(c.firstSeen[tp])
+		}
+		seeks = append(seeks, p)
+	}
+	// Seek waits until the fetcher has moved, and librdkafka discards records fetched from the old position, so
+	// the next Poll cannot return a record from before the rewind.
+	res, err := c.k.SeekPartitions(seeks)
+	if err != nil {
+		return fmt.Errorf("seek %d partitions to committed offsets: %w", len(seeks), err)
+	}
+	for _, p := range res {
+		if p.Error != nil {
+			return fmt.Errorf("seek %s to offset %d: %w", tpOf(p), p.Offset, p.Error)
+		}
+	}
+	return nil
+}
+
+// Assigned returns the partitions currently assigned to this member.
+func (c *Consumer) Assigned() []stream.TopicPartition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]stream.TopicPartition, 0, len(c.assigned))
+	for tp := range c.assigned {
+		out = append(out, tp)
+	}
+	return out
+}
+
+// Lags returns, for each assigned partition, the records not yet processed: the high watermark last seen by the
+// fetcher minus our position, plus records carried over. It asks no broker. -1 means not known yet (nothing
+// fetched since the assignment). Under read_committed a transactional input's commit markers occupy offsets, so
+// a caught-up partition can show a lag of 1.
+func (c *Consumer) Lags() map[stream.TopicPartition]int64 {
+	assigned := c.Assigned()
+	lags := make(map[stream.TopicPartition]int64, len(assigned))
+	parts := make([]kafka.TopicPartition, 0, len(assigned))
+	for _, tp := range assigned {
+		lags[tp] = -1
+		parts = append(parts, ktp(tp, kafka.OffsetInvalid))
+	}
+	if len(parts) == 0 {
+		return lags
+	}
+	pos, err := c.k.Position(parts)
+	if err != nil {
+		return lags
+	}
+	for _, p := range pos {
+		tp := tpOf(p)
+		_, high, err := c.k.GetWatermarkOffsets(tp.Topic, tp.Partition)
+		if err != nil || high < 0 || p.Offset < 0 {
+			continue
+		}
+		lags[tp] = max(0, high-int64(p.Offset)) + int64(len(c.carry[tp]))
+	}
+	return lags
+}
+
+// OffsetResets counts offsets found out of range (deleted by retention) and reset per auto.offset.reset.
+func (c *Consumer) OffsetResets() uint64 { return c.resets.Load() }
+
+// GroupMetadata returns the member's group id, generation and member id, for SendOffsetsToTransaction. Take it
+// after polling the batch: it must describe the generation that owned the batch's partitions.
+func (c *Consumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+	md, err := c.k.GetConsumerGroupMetadata()
+	if err != nil {
+		return nil, fmt.Errorf("get consumer group metadata: %w", err)
+	}
+	return md, nil
+}
+
+// CommitOffsets commits offsets (next offset to read, per partition) directly, for at_least_once. The call
+// blocks until the coordinator answers; it has no deadline of its own.
+func (c *Consumer) CommitOffsets(offsets map[stream.TopicPartition]int64) error {
+	parts := make([]kafka.TopicPartition, 0, len(offsets))
+	for tp, off := range offsets {
+		parts = append(parts, ktp(tp, kafka.Offset(off)))
+	}
+	res, err := c.k.CommitOffsets(parts)
+	if err != nil {
+		return fmt.Errorf("commit offsets of %d partitions: %w", len(parts), err)
+	}
+	for _, p := range res {
+		if p.Error != nil {
+			return fmt.Errorf("commit offset %d of %s: %w", p.Offset, tpOf(p), p.Error)
+		}
+	}
+	return nil
+}
+
+// Close leaves the group (a static member keeps its partitions until its session times out, so that a restart
+// gets them back without a rebalance) and closes the client.
+func (c *Consumer) Close() error {
+	if err := c.k.Close(); err != nil {
+		return fmt.Errorf("close consumer: %w", err)
+	}
+	return nil
+}
+
+func toRecord(m *kafka.Message) stream.Record {
+	r := stream.Record{
+		Topic:     *m.TopicPartition.Topic,
+		Partition: m.TopicPartition.Partition,
+		Offset:    int64(m.TopicPartition.Offset),
+		Key:       m.Key,
+		Value:     m.Value,
+		Timestamp: m.Timestamp,
+	}
+	for _, h := range m.Headers {
+		r.Headers = append(r.Headers, stream.Header{Key: h.Key, Value: h.Value})
+	}
+	return r
+}
+
+func tpOf(p kafka.TopicPartition) stream.TopicPartition {
+	return stream.TopicPartition{Topic: *p.Topic, Partition: p.Partition}
+}
+
+func ktp(tp stream.TopicPartition, off kafka.Offset) kafka.TopicPartition {
+	topic := tp.Topic
+	return kafka.TopicPartition{Topic: &topic, Partition: tp.Partition, Offset: off}
+}
+
+func names(parts []kafka.TopicPartition) []string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = tpOf(p).String()
+	}
+	return out
+}

@@ -1,0 +1,91 @@
+package consume
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/stream"
+)
+
+func TestRevokedPartitionsRecordsAreDropped(t *testing.T) {
+	recs := []stream.Record{
+		{Topic: "a", Partition: 0, Offset: 1}, {Topic: "a", Partition: 1, Offset: 1},
+		{Topic: "a", Partition: 0, Offset: 2}, {Topic: "b", Partition: 0, Offset: 9},
+	}
+	got := dropPartitions(recs, map[stream.TopicPartition]bool{{Topic: "a", Partition: 0}: true})
+	if len(got) != 2 || got[0].Partition != 1 || got[1].Topic != "b" {
+		t.Errorf("kept %+v, want a/1 and b/0 in their order", got)
+	}
+}
+
+func unreachable(t *testing.T) *Consumer {
+	t.Helper()
+	c, err := New(Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestAssembleEndsWithTheIntervalWithoutBrokers(t *testing.T) {
+	c := unreachable(t)
+	start := time.Now()
+	batch, err := c.Assemble(context.Background(), nil, 300*time.Millisecond, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batch) != 0 {
+		t.Errorf("batch = %v, want empty", batch)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("Assemble took %s, want about the interval", d)
+	}
+	if err := c.Rewind(context.Background()); err != nil {
+		t.Errorf("Rewind with nothing consumed: %v", err)
+	}
+	if len(c.Assigned()) != 0 || len(c.Lags()) != 0 {
+		t.Errorf("unexpected assignment without a broker")
+	}
+}
+
+func TestAssembleReturnsWhenTheContextEnds(t *testing.T) {
+	c := unreachable(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if _, err := c.Assemble(ctx, nil, time.Minute, 10); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Assemble took %s after its context ended", d)
+	}
+}
+
+func TestOwnedPropertiesCannotBeOverridden(t *testing.T) {
+	_, err := New(Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"},
+		Properties: map[string]string{"isolation.level": "read_uncommitted"}})
+	if err == nil || !strings.Contains(err.Error(), `"isolation.level"`) {
+		t.Errorf("New = %v, want a refusal naming isolation.level", err)
+	}
+}
+
+func TestOutOfRangeResetIsCountedFromTheClientLog(t *testing.T) {
+	c := &Consumer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), resetMode: "earliest"}
+	c.watchResets(logEvent("OFFSET", 4, "in [0]: offset reset (at offset 8, broker 1) to offset BEGINNING: fetch failed due to requested offset not available on the broker: Broker: Offset out of range"))
+	c.watchResets(logEvent("OFFSET", 7, "in [1]: offset reset (at offset INVALID) to BEGINNING: no previously committed offset available"))
+	if got := c.OffsetResets(); got != 1 {
+		t.Errorf("resets = %d, want 1 (a start without committed offset is not a reset)", got)
+	}
+}
+
+func logEvent(tag string, level int, msg string) kafka.LogEvent {
+	return kafka.LogEvent{Tag: tag, Level: level, Message: msg}
+}

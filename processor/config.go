@@ -1,0 +1,389 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// EnvPrefix starts every variable the processor reads.
+const EnvPrefix = "PROCESSOR_"
+
+// Config is the processor's whole configuration. Each field's tags are its reference: env is the variable (after
+// EnvPrefix), envDefault its default, defaultDoc a default computed from other fields, and help what it means;
+// `processor -h` prints them. A zero field gets its default, so a Config built in Go needs only the three
+// required fields.
+type Config struct {
+	Brokers     string   `env:"BROKERS" help:"Kafka bootstrap servers, host:port[,host:port...]. Required."`
+	InputTopics []string `env:"INPUT_TOPICS" help:"Comma-separated topics to read. Required."`
+	OutputTopic string   `env:"OUTPUT_TOPIC" help:"Topic outputs are written to. Must not be an input topic. Required."`
+
+	AppID      string `env:"APP_ID" envDefault:"eosproc" help:"Application name (Kafka Streams: application.id). Prefixes the transactional.id and names the default group and dead-letter topic."`
+	GroupID    string `env:"GROUP_ID" defaultDoc:"value of APP_ID" help:"Consumer group; all replicas of one application share it."`
+	InstanceID string `env:"INSTANCE_ID" defaultDoc:"host name" help:"This replica's stable identity: transactional.id is <APP_ID>-<INSTANCE_ID> and group.instance.id is INSTANCE_ID. Stable across restarts (a restart fences its own zombie), unique among live replicas (a StatefulSet's pod name fits)."`
+
+	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
+	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"10000" help:"Most input records in one batch."`
+	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`
+	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error and source position in headers. Must not be an input topic."`
+
+	AutoOffsetReset     string `env:"AUTO_OFFSET_RESET" envDefault:"earliest" help:"Where a partition without committed offset starts, and where an offset deleted by retention resets to: earliest or latest."`
+	ProcessingGuarantee string `env:"PROCESSING_GUARANTEE" envDefault:"exactly_once" help:"exactly_once (transactions) or at_least_once (produce, flush, then commit offsets; duplicates after a crash). Kafka Streams: processing.guarantee."`
+
+	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080" help:"Listen address for /metrics, /healthz and /readyz."`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"On SIGTERM/SIGINT, how long the batch in flight may take to commit before it is aborted."`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error. Logs are JSON on stderr."`
+
+	KafkaProperties    Properties `env:"KAFKA_PROPERTIES" help:"librdkafka properties for both clients, key=value;key=value (TLS, SASL, tuning). Properties the guarantees depend on are refused."`
+	ConsumerProperties Properties `env:"CONSUMER_PROPERTIES" help:"librdkafka properties for the consumer only; override KAFKA_PROPERTIES."`
+	ProducerProperties Properties `env:"PRODUCER_PROPERTIES" help:"librdkafka properties for the producer only; override KAFKA_PROPERTIES. message.timeout.ms (default 3/4 of TRANSACTION_TIMEOUT) must stay below TRANSACTION_TIMEOUT."`
+
+	TestFailHeader    string        `env:"TEST_FAIL_HEADER" help:"Testing only: a record carrying a header with this name fails the transform, so it is dead-lettered."`
+	TestCostPerRecord time.Duration `env:"TEST_COST_PER_RECORD" help:"Testing only: time the transform spends per record, to simulate slow processing."`
+}
+
+// Properties are librdkafka properties, written key=value;key=value in the environment.
+type Properties map[string]string
+
+// UnmarshalText parses key=value;key=value; empty entries (a trailing ;) are allowed.
+func (p *Properties) UnmarshalText(text []byte) error {
+	m := Properties{}
+	for _, entry := range strings.Split(string(text), ";") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(entry, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return fmt.Errorf("entry %q is not key=value (write key=value;key=value)", entry)
+		}
+		m[k] = strings.TrimSpace(v)
+	}
+	*p = m
+	return nil
+}
+
+// protected are the librdkafka properties the processor sets itself, with what to do instead. Letting a user
+// override them would silently void a guarantee (isolation.level=read_uncommitted reads aborted outputs,
+// enable.auto.commit commits unproduced records, ...).
+var protected = map[string]string{
+	"bootstrap.servers":             "set PROCESSOR_BROKERS",
+	"metadata.broker.list":          "set PROCESSOR_BROKERS",
+	"group.id":                      "set PROCESSOR_GROUP_ID",
+	"group.instance.id":             "set PROCESSOR_INSTANCE_ID",
+	"transactional.id":              "set PROCESSOR_APP_ID and PROCESSOR_INSTANCE_ID",
+	"transaction.timeout.ms":        "set PROCESSOR_TRANSACTION_TIMEOUT",
+	"auto.offset.reset":             "set PROCESSOR_AUTO_OFFSET_RESET",
+	"isolation.level":               "exactly-once needs read_committed",
+	"enable.auto.commit":            "offsets are committed with each transaction",
+	"enable.auto.offset.store":      "offsets are committed with each transaction",
+	"enable.idempotence":            "transactions need the idempotent producer",
+	"acks":                          "the idempotent producer needs acks=all",
+	"request.required.acks":         "the idempotent producer needs acks=all",
+	"partition.assignment.strategy": "the processor relies on cooperative-sticky rebalancing",
+	"max.poll.interval.ms":          "derived from PROCESSOR_TRANSACTION_TIMEOUT",
+	"go.delivery.report.fields":     "the processor reads delivery reports itself",
+}
+
+// ConfigError is an invalid or missing configuration value: the binary exits with code 2 on it.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// LoadConfig reads the configuration from environ (os.Environ's form) and checks it. Every problem found is
+// reported at once, each naming its variable.
+func LoadConfig(environ []string) (Config, error) {
+	vars := map[string]string{}
+	var problems []string
+	known := map[string]bool{}
+	for _, f := range fields() {
+		known[EnvPrefix+f.key] = true
+	}
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
+			problems = append(problems, fmt.Sprintf("%s: unknown variable (misspelt?); `processor -h` lists them all", k))
+		}
+	}
+	var cfg Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: EnvPrefix, Environment: vars}); err != nil {
+		problems = append(problems, parseProblems(err, vars)...)
+	}
+	// resolve gives zero fields their defaults, which suits a Config built in Go; a variable set to zero is a
+	// mistake to report, not a request for the default.
+	for _, f := range fields() {
+		name := EnvPrefix + f.key
+		numeric := f.typ.Kind() == reflect.Int || f.typ.Kind() == reflect.Int64 || f.typ.Kind() == reflect.Float64
+		if v, set := vars[name]; set && numeric && reflect.ValueOf(cfg).FieldByName(f.name).IsZero() {
+			problems = append(problems, fmt.Sprintf("%s=%q: must be above zero (unset it for the default)", name, v))
+		}
+	}
+	if len(problems) > 0 {
+		return cfg, &ConfigError{Problems: problems}
+	}
+	if err := cfg.resolve(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// parseProblems rewrites the env library's errors, which name Go fields, into messages naming the variable, its
+// value and an example of a valid one.
+func parseProblems(err error, vars map[string]string) []string {
+	byField := map[string]field{}
+	for _, f := range fields() {
+		byField[f.name] = f
+	}
+	errs := []error{err}
+	var agg env.AggregateError
+	if errors.As(err, &agg) {
+		errs = agg.Errors
+	}
+	var out []string
+	for _, e := range errs {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			out = append(out, e.Error())
+			continue
+		}
+		f := byField[pe.Name]
+		name := EnvPrefix + f.key
+		what := pe.Err.Error()
+		switch f.typ {
+		case reflect.TypeFor[time.Duration]():
+			what = "not a duration (e.g. 500ms, 2s, 1m)"
+		case reflect.TypeFor[int]():
+			what = "not a whole number (e.g. 10000)"
+		}
+		out = append(out, fmt.Sprintf("%s=%q: %s", name, vars[name], what))
+	}
+	return out
+}
+
+// resolve fills defaults for zero fields (those with envDefault from the tag, the computed ones from the other
+// fields) and checks the result.
+func (c *Config) resolve() error {
+	var defaults Config
+	if err := env.ParseWithOptions(&defaults, env.Options{Prefix: EnvPrefix, Environment: map[string]string{}}); err != nil {
+		return fmt.Errorf("parse default values: %w", err) // a broken envDefault tag: a bug, not a user error
+	}
+	cv, dv := reflect.ValueOf(c).Elem(), reflect.ValueOf(defaults)
+	for i := range cv.NumField() {
+		if cv.Field(i).IsZero() {
+			cv.Field(i).Set(dv.Field(i))
+		}
+	}
+	if c.GroupID == "" {
+		c.GroupID = c.AppID
+	}
+	if c.InstanceID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return &ConfigError{Problems: []string{fmt.Sprintf("%sINSTANCE_ID: not set and the host name is unknown (%v); set it", EnvPrefix, err)}}
+		}
+		c.InstanceID = host
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = c.AppID + "-dlq"
+	}
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...)) }
+
+	if strings.TrimSpace(c.Brokers) == "" {
+		bad("BROKERS", "not set; set it to the Kafka bootstrap servers, e.g. localhost:9092")
+	}
+	c.InputTopics = slices.DeleteFunc(c.InputTopics, func(t string) bool { return strings.TrimSpace(t) == "" })
+	if len(c.InputTopics) == 0 {
+		bad("INPUT_TOPICS", "not set; set it to the comma-separated topics to read, e.g. orders,payments")
+	}
+	if c.OutputTopic == "" {
+		bad("OUTPUT_TOPIC", "not set; set it to the topic outputs go to")
+	}
+	if slices.Contains(c.InputTopics, c.OutputTopic) {
+		bad("OUTPUT_TOPIC", "%q is also an input topic; the processor would read its own output forever", c.OutputTopic)
+	}
+	if slices.Contains(c.InputTopics, c.DeadLetterTopic) {
+		bad("DEAD_LETTER_TOPIC", "%q is also an input topic; dead letters would be processed again", c.DeadLetterTopic)
+	}
+	if c.AppID == "" || strings.ContainsAny(c.AppID, " \t") {
+		bad("APP_ID", "%q: must be non-empty and without spaces", c.AppID)
+	}
+	if strings.ContainsAny(c.InstanceID, " \t") {
+		bad("INSTANCE_ID", "%q: must not contain spaces", c.InstanceID)
+	}
+	if c.MaxBatchRecords <= 0 {
+		bad("MAX_BATCH_RECORDS", "%d: must be at least 1", c.MaxBatchRecords)
+	}
+	for key, d := range map[string]time.Duration{"BATCH_INTERVAL": c.BatchInterval, "TRANSACTION_TIMEOUT": c.TransactionTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout} {
+		if d <= 0 {
+			bad(key, "%s: must be positive", d)
+		}
+	}
+	if c.TestCostPerRecord < 0 {
+		bad("TEST_COST_PER_RECORD", "%s: must not be negative", c.TestCostPerRecord)
+	}
+	if c.TransactionTimeout%time.Millisecond != 0 || c.TransactionTimeout < time.Second {
+		bad("TRANSACTION_TIMEOUT", "%s: must be whole milliseconds and at least 1s", c.TransactionTimeout)
+	}
+	if c.BatchInterval >= c.TransactionTimeout {
+		bad("BATCH_INTERVAL", "%s must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a batch must commit before the broker aborts it", c.BatchInterval, c.TransactionTimeout)
+	}
+	if !slices.Contains([]string{"earliest", "latest"}, c.AutoOffsetReset) {
+		bad("AUTO_OFFSET_RESET", "%q: must be earliest or latest", c.AutoOffsetReset)
+	}
+	if !slices.Contains([]string{"exactly_once", "at_least_once"}, c.ProcessingGuarantee) {
+		bad("PROCESSING_GUARANTEE", "%q: must be exactly_once or at_least_once", c.ProcessingGuarantee)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	for key, props := range map[string]Properties{"KAFKA_PROPERTIES": c.KafkaProperties, "CONSUMER_PROPERTIES": c.ConsumerProperties, "PRODUCER_PROPERTIES": c.ProducerProperties} {
+		for _, k := range slices.Sorted(maps.Keys(props)) {
+			if hint, ok := protected[k]; ok {
+				bad(key, "%q cannot be set here: %s", k, hint)
+			} else if strings.HasPrefix(k, "go.") {
+				bad(key, "%q cannot be set here: the processor configures the Go client itself", k)
+			}
+		}
+	}
+	if mt, key, err := c.messageTimeout(); err != nil {
+		bad(key, "%v", err)
+	} else if mt >= c.TransactionTimeout {
+		bad(key, "message.timeout.ms (%s) must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a record still retrying after the broker aborted its transaction fails the producer", mt, c.TransactionTimeout)
+	}
+	if len(p) > 0 {
+		slices.Sort(p)
+		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// messageTimeout is the producer's delivery timeout: message.timeout.ms (or its alias delivery.timeout.ms) from
+// the properties if set, else three quarters of the transaction timeout, which leaves the commit time to notice
+// a failed delivery. key names the variable it came from, for messages.
+func (c *Config) messageTimeout() (d time.Duration, key string, err error) {
+	d, key = c.TransactionTimeout*3/4, "PRODUCER_PROPERTIES"
+	for _, src := range []struct {
+		key   string
+		props Properties
+	}{{"KAFKA_PROPERTIES", c.KafkaProperties}, {"PRODUCER_PROPERTIES", c.ProducerProperties}} {
+		for _, name := range []string{"message.timeout.ms", "delivery.timeout.ms"} {
+			v, ok := src.props[name]
+			if !ok {
+				continue
+			}
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ms <= 0 {
+				return 0, src.key, fmt.Errorf("%s=%q: not a positive number of milliseconds", name, v)
+			}
+			d, key = time.Duration(ms)*time.Millisecond, src.key
+		}
+	}
+	return d, key, nil
+}
+
+// clientProperties merges the shared properties with one client's, without the message timeout, which is passed
+// on its own.
+func clientProperties(shared, own Properties) map[string]string {
+	m := map[string]string{}
+	for k, v := range shared {
+		m[k] = v
+	}
+	for k, v := range own {
+		m[k] = v
+	}
+	delete(m, "message.timeout.ms")
+	delete(m, "delivery.timeout.ms")
+	return m
+}
+
+// secretMarkers flag property keys whose values must never be logged.
+var secretMarkers = []string{"password", "secret", "sasl.jaas", "key.pem", "keystore", "token", "credential", "private"}
+
+// LogValue is the configuration as logged at start: JSON-friendly, with secret property values redacted.
+func (c Config) LogValue() map[string]any {
+	out := map[string]any{}
+	for _, f := range fields() {
+		v := reflect.ValueOf(c).FieldByName(f.name).Interface()
+		if props, ok := v.(Properties); ok {
+			red := map[string]string{}
+			for k, val := range props {
+				red[k] = val
+				lk := strings.ToLower(k)
+				for _, m := range secretMarkers {
+					if strings.Contains(lk, m) {
+						red[k] = "[redacted]"
+					}
+				}
+			}
+			v = red
+		}
+		if d, ok := v.(time.Duration); ok {
+			v = d.String()
+		}
+		out[EnvPrefix+f.key] = v
+	}
+	return out
+}
+
+// String renders LogValue as JSON, so that printing a Config, even by accident, never shows a secret.
+func (c Config) String() string {
+	b, _ := json.Marshal(c.LogValue())
+	return string(b)
+}
+
+// PrintUsage writes every variable with its default and meaning, from the Config's tags.
+func PrintUsage(w io.Writer) {
+	fmt.Fprintf(w, "processor: exactly-once Kafka-to-Kafka stream processor, configured by environment variables.\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	for _, f := range fields() {
+		def := f.def
+		switch {
+		case f.defDoc != "":
+			def = f.defDoc
+		case def == "":
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\n", EnvPrefix, f.key, def, f.help)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nExit codes: 0 clean shutdown, 1 runtime error (e.g. fenced by another instance), 2 invalid configuration.\n")
+}
+
+type field struct {
+	name, key, def, defDoc, help string
+	typ                          reflect.Type
+}
+
+func fields() []field {
+	t := reflect.TypeFor[Config]()
+	out := make([]field, 0, t.NumField())
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		out = append(out, field{
+			name: sf.Name, key: sf.Tag.Get("env"), def: sf.Tag.Get("envDefault"),
+			defDoc: sf.Tag.Get("defaultDoc"), help: sf.Tag.Get("help"), typ: sf.Type,
+		})
+	}
+	return out
+}

@@ -1,0 +1,203 @@
+// Package processor runs the exactly-once processor: it turns a Config into a consumer, a producer and the
+// transactional loop, serves /metrics, /healthz and /readyz, and returns when the loop stops. The processor
+// binary is this package plus environment parsing, signals and exit codes; a program with its own Transform
+// calls Run the same way.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/eosproc/eosproc/consume"
+	"github.com/eosproc/eosproc/produce"
+	"github.com/eosproc/eosproc/stream"
+	"github.com/eosproc/eosproc/txn"
+)
+
+// Run runs the processor with transform (nil: stream.Identity) until ctx is cancelled, which is a clean stop
+// (nil), or a fatal error. Invalid configuration is a *ConfigError. log nil means slog.Default().
+func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.Logger) error {
+	if err := cfg.resolve(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if transform == nil {
+		transform = stream.Identity
+	}
+	transform = withTestKnobs(transform, cfg.TestFailHeader, cfg.TestCostPerRecord)
+	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
+	transactionalID := cfg.AppID + "-" + cfg.InstanceID
+	exactlyOnce := cfg.ProcessingGuarantee == "exactly_once"
+
+	// The HTTP port is taken first: a port in use is a plain start-up error, better found before joining the group.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+	}
+
+	pcfg := produce.Config{
+		Brokers:            cfg.Brokers,
+		TransactionTimeout: cfg.TransactionTimeout,
+		MessageTimeout:     msgTimeout,
+		GroupID:            cfg.GroupID,
+		Properties:         clientProperties(cfg.KafkaProperties, cfg.ProducerProperties),
+		Logger:             log,
+	}
+	if exactlyOnce {
+		pcfg.TransactionalID = transactionalID
+	}
+	producer, err := produce.New(pcfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer producer.Close()
+
+	consumer, err := consume.New(consume.Config{
+		Brokers:         cfg.Brokers,
+		GroupID:         cfg.GroupID,
+		InstanceID:      cfg.InstanceID,
+		Topics:          cfg.InputTopics,
+		AutoOffsetReset: cfg.AutoOffsetReset,
+		// A batch may take an interval to assemble and a transaction timeout to commit; the member must not be
+		// thrown out of the group meanwhile, or its offsets are refused and the batch is redone.
+		MaxPollInterval: max(5*time.Minute, 2*cfg.TransactionTimeout+cfg.BatchInterval),
+		Properties:      clientProperties(cfg.KafkaProperties, cfg.ConsumerProperties),
+		Logger:          log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Deferred after the producer's Close, so it runs first: stop consuming, then close the producer.
+	defer func() {
+		if err := consumer.Close(); err != nil {
+			log.Warn("close consumer", "error", err)
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "eosproc_offset_resets_total",
+		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",
+	}, func() float64 { return float64(consumer.OffsetResets()) }))
+
+	loop := &txn.Loop{
+		Consumer:        consumer,
+		Producer:        producer,
+		Transform:       transform,
+		OutputTopic:     cfg.OutputTopic,
+		DeadLetterTopic: cfg.DeadLetterTopic,
+		Interval:        cfg.BatchInterval,
+		MaxRecords:      cfg.MaxBatchRecords,
+		AtLeastOnce:     !exactlyOnce,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Metrics:         txn.NewMetrics(reg),
+		Logger:          log,
+	}
+
+	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
+	stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
+	srv := &http.Server{Handler: handler(reg, loop, consumer, stale), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "error", err)
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
+	err = loop.Run(ctx)
+	if err != nil {
+		return explain(err, transactionalID, cfg)
+	}
+	log.Info("processor stopped")
+	return nil
+}
+
+// explain adds what the operator should know to the errors whose cause is a deployment mistake.
+func explain(err error, transactionalID string, cfg Config) error {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		switch ke.Code() {
+		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:
+			return fmt.Errorf("fenced: another instance with transactional.id %q is running (each live replica needs its own PROCESSOR_INSTANCE_ID): %w", transactionalID, err)
+		case kafka.ErrFencedInstanceID:
+			return fmt.Errorf("fenced: another instance with group.instance.id %q joined group %q (each live replica needs its own PROCESSOR_INSTANCE_ID): %w", cfg.InstanceID, cfg.GroupID, err)
+		}
+	}
+	return err
+}
+
+func handler(reg *prometheus.Registry, loop *txn.Loop, consumer *consume.Consumer, stale time.Duration) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if since := time.Since(loop.LastIteration()); since > stale {
+			http.Error(w, fmt.Sprintf("loop stuck: no progress for %s", since.Round(time.Second)), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !loop.Initialized():
+			http.Error(w, "producer not initialized", http.StatusServiceUnavailable)
+		case len(consumer.Assigned()) == 0:
+			http.Error(w, "no partition assigned", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
+}
+
+// withTestKnobs wraps the transform with the PROCESSOR_TEST_ behaviours end-to-end tests drive: failing records
+// that carry a header (to exercise the dead-letter path) and a per-record cost (to exercise backpressure).
+func withTestKnobs(t stream.Transform, failHeader string, cost time.Duration) stream.Transform {
+	if failHeader == "" && cost == 0 {
+		return t
+	}
+	return func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		if cost > 0 {
+			timer := time.NewTimer(cost)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return nil, context.Cause(ctx)
+			}
+		}
+		if failHeader != "" {
+			for _, h := range in.Headers {
+				if h.Key == failHeader {
+					return nil, fmt.Errorf("record carries test failure header %q", failHeader)
+				}
+			}
+		}
+		return t(ctx, in)
+	}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}

@@ -1,0 +1,290 @@
+// Package produce owns the processor's one producer: transactional and idempotent for exactly_once, idempotent
+// only for at_least_once. It initialises, begins, produces, sends offsets, commits and aborts; it tracks delivery
+// reports; and it classifies every failure as retriable, abortable or fatal (see Class). It never polls a
+// consumer and never decides what to do about an error: that policy is the txn package's.
+package produce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/rdkafka"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// Config is what the producer needs. Zero values are not all usable: Brokers and, for transactions,
+// TransactionalID and TransactionTimeout must be set.
+type Config struct {
+	Brokers string
+	// TransactionalID makes the producer transactional. It must be stable across restarts of the same instance,
+	// so that InitTransactions fences the previous incarnation (a zombie that may still be trying to commit), and
+	// unique among live instances, or they fence each other in turn. Empty means at_least_once: no transactions.
+	TransactionalID string
+	// TransactionTimeout is how long the broker lets a transaction stay open before aborting it itself; it bounds
+	// how long a crashed instance's open transaction blocks read_committed readers of the output partitions.
+	TransactionTimeout time.Duration
+	// MessageTimeout bounds a record's delivery, retries included. It must be below TransactionTimeout: a record
+	// still being retried after the broker aborted the transaction would be rejected with a fatal epoch error.
+	MessageTimeout time.Duration
+	// GroupID names the consumer group in error messages.
+	GroupID string
+	// Properties are passed to librdkafka as they are (TLS, SASL, tuning); the keys the guarantees depend on are
+	// refused.
+	Properties map[string]string
+	Logger     *slog.Logger
+}
+
+// Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); only delivery
+// reports arrive concurrently.
+type Producer struct {
+	k             *kafka.Producer
+	transactional bool
+	groupID       string
+	log           *slog.Logger
+	errLog        *rdkafka.ErrorLog
+	drained       chan struct{}
+
+	// pending counts records produced whose delivery report has not been handled yet. Flush waits on it rather
+	// than on librdkafka's queue length, which reaches zero before the last report has been looked at.
+	pending atomic.Int64
+
+	mu sync.Mutex
+	// epoch numbers the current transaction (or at_least_once batch); each record carries it as its Opaque, so a
+	// late report for a record of an aborted transaction (purged by the abort) is not blamed on the next one.
+	epoch       uint64
+	deliveryErr error
+}
+
+// New creates the producer and starts draining its delivery reports and logs. Call InitTransactions before
+// anything else when the producer is transactional.
+func New(cfg Config) (*Producer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	owned := map[string]string{
+		"bootstrap.servers":  cfg.Brokers,
+		"enable.idempotence": "true",
+		"acks":               "all",
+		// Transactions commit every batch interval; a short linger fills produce requests without adding much
+		// to the commit latency (commit flushes anyway).
+		"linger.ms": "10",
+		// Delivery reports are only looked at for errors; copying keys and values back would waste memory.
+		"go.delivery.report.fields": "none",
+	}
+	if cfg.MessageTimeout > 0 {
+		owned["message.timeout.ms"] = strconv.FormatInt(cfg.MessageTimeout.Milliseconds(), 10)
+	}
+	if cfg.TransactionalID != "" {
+		owned["transactional.id"] = cfg.TransactionalID
+		owned["transaction.timeout.ms"] = strconv.FormatInt(cfg.TransactionTimeout.Milliseconds(), 10)
+	}
+	cm, err := rdkafka.ConfigMap(owned, cfg.Properties)
+	if err != nil {
+		return nil, fmt.Errorf("configure producer: %w", err)
+	}
+	k, err := kafka.NewProducer(cm)
+	if err != nil {
+		return nil, fmt.Errorf("create producer: %w", err)
+	}
+	p := &Producer{
+		k:             k,
+		transactional: cfg.TransactionalID != "",
+		groupID:       cfg.GroupID,
+		log:           log,
+		errLog:        &rdkafka.ErrorLog{Log: log},
+		drained:       make(chan struct{}),
+	}
+	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
+	go p.drain()
+	return p, nil
+}
+
+// drain reads delivery reports for the producer's whole life. Nothing else may read Events(), and it must never
+// stop early: librdkafka blocks commit and abort (which flush) until every report has been handed over.
+func (p *Producer) drain() {
+	defer close(p.drained)
+	for ev := range p.k.Events() {
+		switch e := ev.(type) {
+		case *kafka.Message:
+			if err := e.TopicPartition.Error; err != nil {
+				p.recordFailure(e, err)
+			}
+			p.pending.Add(-1)
+		case kafka.Error:
+			if e.IsFatal() {
+				p.log.Error("producer fatal error", "error", e)
+			} else {
+				p.errLog.Warn("producer error", e)
+			}
+		}
+	}
+}
+
+func (p *Producer) recordFailure(m *kafka.Message, err error) {
+	epoch, _ := m.Opaque.(uint64)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if epoch != p.epoch || p.deliveryErr != nil {
+		return
+	}
+	topic := ""
+	if m.TopicPartition.Topic != nil {
+		topic = *m.TopicPartition.Topic
+	}
+	p.deliveryErr = fmt.Errorf("deliver record to %s/%d: %w", topic, m.TopicPartition.Partition, err)
+}
+
+// InitTransactions registers the transactional.id with its coordinator: it aborts (or completes) whatever
+// transaction a previous incarnation left open and bumps the producer epoch, which fences that incarnation.
+// With no deadline in ctx librdkafka waits up to twice the transaction timeout.
+func (p *Producer) InitTransactions(ctx context.Context) error {
+	if !p.transactional {
+		return nil
+	}
+	// librdkafka does not watch ctx, only its deadline, and without one it waits up to the transaction timeout.
+	// A short attempt returns a retriable timeout instead, so the caller's retry loop can notice a shutdown.
+	attempt, cancel := context.WithTimeout(ctx, initAttempt)
+	defer cancel()
+	return wrap("init transactions", p.k.InitTransactions(attempt))
+}
+
+// initAttempt bounds one InitTransactions call; see InitTransactions.
+const initAttempt = 5 * time.Second
+
+// Begin starts a transaction, or an at_least_once batch, and forgets the previous one's delivery failures.
+func (p *Producer) Begin() error {
+	p.mu.Lock()
+	p.epoch++
+	p.deliveryErr = nil
+	p.mu.Unlock()
+	if !p.transactional {
+		return nil
+	}
+	return wrap("begin transaction", p.k.BeginTransaction())
+}
+
+// Produce enqueues one record for the topic in r.Topic, waiting while the local queue is full.
+func (p *Producer) Produce(ctx context.Context, r stream.Record) error {
+	p.mu.Lock()
+	epoch := p.epoch
+	p.mu.Unlock()
+	topic := r.Topic
+	msg := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key:            r.Key,
+		Value:          r.Value,
+		Timestamp:      r.Timestamp,
+		Opaque:         epoch,
+	}
+	for _, h := range r.Headers {
+		msg.Headers = append(msg.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	for {
+		p.pending.Add(1)
+		err := p.k.Produce(msg, nil)
+		if err == nil {
+			return nil
+		}
+		p.pending.Add(-1)
+		var ke kafka.Error
+		if !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
+			return p.produceError(topic, err)
+		}
+		// The queue drains as the broker acknowledges; give it a moment instead of spinning.
+		p.k.Flush(50)
+		if ctx.Err() != nil {
+			return &Error{Op: "produce to " + topic, Class: Abortable, Err: context.Cause(ctx)}
+		}
+	}
+}
+
+// produceError classifies a refused Produce call. librdkafka refuses records with a state error once the
+// transaction has failed (a delivery failed, the broker aborted it): that is abortable, unless the producer as a
+// whole has failed.
+func (p *Producer) produceError(topic string, err error) error {
+	op := "produce to " + topic
+	if fatal := p.k.GetFatalError(); fatal != nil {
+		return &Error{Op: op, Class: Fatal, Err: fatal}
+	}
+	var ke kafka.Error
+	if errors.As(err, &ke) && ke.Code() == kafka.ErrState {
+		return &Error{Op: op, Class: Abortable, Err: err}
+	}
+	return wrap(op, err)
+}
+
+// SendOffsets adds the consumer's next offsets to the transaction: they are committed to the group if and only if
+// the transaction commits. group must be the consumer's metadata taken after the batch was polled: the
+// coordinator compares its generation with the group's and refuses offsets from a member that has since lost
+// its partitions (KIP-447), which is what keeps a zombie from committing over its successor.
+func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *kafka.ConsumerGroupMetadata) error {
+	parts := make([]kafka.TopicPartition, 0, len(offsets))
+	for tp, off := range offsets {
+		topic := tp.Topic
+		parts = append(parts, kafka.TopicPartition{Topic: &topic, Partition: tp.Partition, Offset: kafka.Offset(off)})
+	}
+	op := fmt.Sprintf("send offsets for group %q (%d partitions)", p.groupID, len(parts))
+	return wrap(op, p.k.SendOffsetsToTransaction(ctx, parts, group))
+}
+
+// Commit commits the transaction. A delivery that already failed makes it abortable without asking the broker.
+// librdkafka is given no deadline, so it waits as long as the transaction may still live: giving up earlier would
+// leave the outcome unknown, and the retry would have to ask again anyway.
+func (p *Producer) Commit() error {
+	if err := p.DeliveryError(); err != nil {
+		return &Error{Op: "commit transaction", Class: Abortable, Err: err}
+	}
+	return wrap("commit transaction", p.k.CommitTransaction(context.Background()))
+}
+
+// Abort aborts the transaction; librdkafka purges the records not yet delivered (their reports arrive with a
+// purge error and are ignored) and tells the coordinator to write abort markers, so read_committed readers skip
+// everything the transaction wrote.
+func (p *Producer) Abort() error {
+	if !p.transactional {
+		return nil
+	}
+	return wrap("abort transaction", p.k.AbortTransaction(context.Background()))
+}
+
+// Flush waits until every record produced so far has a delivery report, then returns the current batch's first
+// delivery failure as abortable. It is the at_least_once commit point: only after it returns nil may the caller
+// commit the consumer's offsets.
+func (p *Producer) Flush(ctx context.Context) error {
+	for p.pending.Load() > 0 {
+		if ctx.Err() != nil {
+			return &Error{Op: "flush", Class: Abortable, Err: context.Cause(ctx)}
+		}
+		p.k.Flush(100)
+		if p.pending.Load() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := p.DeliveryError(); err != nil {
+		return &Error{Op: "flush", Class: Abortable, Err: err}
+	}
+	return nil
+}
+
+// DeliveryError returns the current transaction's first failed delivery, if any.
+func (p *Producer) DeliveryError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deliveryErr
+}
+
+// Close closes the producer. An open transaction is left to the broker, which aborts it at its timeout or when
+// the next incarnation calls InitTransactions; callers abort first when they can.
+func (p *Producer) Close() {
+	p.k.Close()
+	<-p.drained
+}

@@ -1,0 +1,133 @@
+package produce
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/stream"
+)
+
+func TestClassification(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want Class
+	}{
+		{"fatal flag", kafka.NewError(kafka.ErrUnknown, "boom", true), Fatal},
+		{"producer fenced", kafka.NewError(kafka.ErrProducerFenced, "fenced", false), Fatal},
+		{"local fenced", kafka.NewError(kafka.ErrFenced, "fenced", false), Fatal},
+		{"old epoch", kafka.NewError(kafka.ErrInvalidProducerEpoch, "epoch", false), Fatal},
+		{"unflagged client error is unclassified", kafka.NewError(kafka.ErrTimedOut, "timed out", false), Fatal},
+		{"not a client error", errors.New("surprise"), Fatal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClassOf(wrap("op", tt.err)); got != tt.want {
+				t.Errorf("class = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if got := ClassOf(errors.New("made elsewhere")); got != Fatal {
+		t.Errorf("foreign error class = %v, want fatal", got)
+	}
+	if got := ClassOf(&Error{Op: "x", Class: Retriable, Err: io.EOF}); got != Retriable {
+		t.Errorf("class survives wrapping? got %v", got)
+	}
+}
+
+func TestErrorSaysWhatWasBeingDone(t *testing.T) {
+	err := wrap(`send offsets for group "g" (3 partitions)`, kafka.NewError(kafka.ErrProducerFenced, "fenced", false))
+	if !strings.HasPrefix(err.Error(), `send offsets for group "g" (3 partitions): `) {
+		t.Errorf("error %q does not start with the operation", err)
+	}
+	var ke kafka.Error
+	if !errors.As(err, &ke) || ke.Code() != kafka.ErrProducerFenced {
+		t.Errorf("client error not reachable with errors.As: %v", err)
+	}
+}
+
+// unreachable returns a non-transactional producer whose broker does not exist (nothing listens on port 1), so
+// every delivery fails once its message timeout passes.
+func unreachable(t *testing.T) *Producer {
+	t.Helper()
+	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestFailedDeliveryMakesTheBatchAbortable(t *testing.T) {
+	p := unreachable(t)
+	if err := p.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := p.Flush(ctx)
+	if ClassOf(err) != Abortable || !strings.Contains(err.Error(), "deliver record to out/") {
+		t.Fatalf("Flush = %v (%v), want an abortable delivery failure naming the topic", err, ClassOf(err))
+	}
+	if err := p.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeliveryError(); err != nil {
+		t.Errorf("a new batch starts with the old failure: %v", err)
+	}
+}
+
+func TestLateFailureOfAnEarlierBatchIsNotBlamedOnTheNext(t *testing.T) {
+	p := unreachable(t)
+	if err := p.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Begin(); err != nil { // the first batch was given up on (aborted)
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Errorf("Flush = %v, want nil: the failed record belonged to the previous batch", err)
+	}
+}
+
+func TestFlushGivesUpWithTheContext(t *testing.T) {
+	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_ = p.Begin()
+	if err := p.Produce(context.Background(), stream.Record{Topic: "out"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.Flush(ctx); ClassOf(err) != Abortable {
+		t.Errorf("Flush = %v, want abortable once the context ends", err)
+	}
+	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight) // let Close return without waiting a minute
+}
+
+func TestOwnedPropertiesCannotBeOverridden(t *testing.T) {
+	_, err := New(Config{Brokers: "127.0.0.1:1", TransactionalID: "t", TransactionTimeout: time.Minute,
+		Properties: map[string]string{"enable.idempotence": "false"}})
+	if err == nil || !strings.Contains(err.Error(), `"enable.idempotence"`) {
+		t.Errorf("New = %v, want a refusal naming enable.idempotence", err)
+	}
+}

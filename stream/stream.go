@@ -1,0 +1,69 @@
+// Package stream holds what flows through the processor: the Record a Transform receives and returns, the
+// partition a record comes from, and the Transform itself. It is the one package that consume, txn and produce
+// share, which is why it holds data and no behaviour beyond the identity transform.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// TopicPartition names one partition of one topic. It is a value type so it can key maps, unlike the client
+// library's, whose topic is a pointer.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+func (tp TopicPartition) String() string { return tp.Topic + "/" + strconv.Itoa(int(tp.Partition)) }
+
+// Header is one Kafka record header. Keys may repeat, so headers are a list, not a map.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is a Kafka record as a Transform sees it.
+//
+// On input, Topic, Partition and Offset say where the record was read. On output, Topic chooses the destination
+// (empty means the configured output topic), Partition and Offset are ignored (the producer's partitioner hashes
+// the key, so equal keys stay in one partition and keep their order), and a zero Timestamp lets the producer stamp
+// the current time.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+// TopicPartition returns the partition the record was read from.
+func (r Record) TopicPartition() TopicPartition {
+	return TopicPartition{Topic: r.Topic, Partition: r.Partition}
+}
+
+// Source formats where an input record was read as topic/partition/offset, the value of SourceHeader.
+func (r Record) Source() string { return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset) }
+
+// Transform turns one input record into zero or more output records. It runs inside the batch's transaction, so
+// it must not have side effects outside Kafka: a batch can be aborted and its records transformed again.
+//
+// An error sends the input record to the dead-letter topic instead of failing the batch, so return one for a
+// record that can never be transformed (bad data), not for a passing outage, which would dead-letter good records.
+type Transform func(ctx context.Context, in Record) ([]Record, error)
+
+// SourceHeader is the header Identity adds to each output: where its input was read, as topic/partition/offset.
+// It makes every output traceable to exactly one input, which is what end-to-end tests count.
+const SourceHeader = "eosproc.source"
+
+// Identity copies the input's key, value, headers and timestamp to the output topic and adds SourceHeader.
+func Identity(_ context.Context, in Record) ([]Record, error) {
+	headers := make([]Header, 0, len(in.Headers)+1)
+	headers = append(headers, in.Headers...)
+	headers = append(headers, Header{Key: SourceHeader, Value: []byte(in.Source())})
+	return []Record{{Key: in.Key, Value: in.Value, Headers: headers, Timestamp: in.Timestamp}}, nil
+}

@@ -1,0 +1,361 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/produce"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// fakeConsumer hands out scripted batches. A Rewind makes it hand out the last batch again, as a real rewind to
+// the committed offsets would; when the script runs out it stops the loop.
+type fakeConsumer struct {
+	batches   [][]stream.Record
+	next      int
+	stop      context.CancelFunc
+	rewinds   int
+	committed []map[stream.TopicPartition]int64
+	group     *kafka.ConsumerGroupMetadata
+}
+
+func (c *fakeConsumer) Assigned() []stream.TopicPartition {
+	return []stream.TopicPartition{{Topic: "in", Partition: 0}, {Topic: "in", Partition: 1}}
+}
+
+func (c *fakeConsumer) Lags() map[stream.TopicPartition]int64 {
+	return map[stream.TopicPartition]int64{{Topic: "in", Partition: 0}: 5, {Topic: "in", Partition: 1}: -1}
+}
+
+func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64, time.Duration, int) ([]stream.Record, error) {
+	if c.next >= len(c.batches) {
+		c.stop()
+		return nil, nil
+	}
+	c.next++
+	return c.batches[c.next-1], nil
+}
+
+func (c *fakeConsumer) Rewind(context.Context) error {
+	c.rewinds++
+	c.next--
+	return nil
+}
+
+func (c *fakeConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) { return c.group, nil }
+
+func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
+	c.committed = append(c.committed, o)
+	return nil
+}
+
+// fakeProducer records every call and fails the ones its script says, in order, per operation.
+type fakeProducer struct {
+	calls    []string
+	produced []stream.Record
+	offsets  []map[stream.TopicPartition]int64
+	groups   []*kafka.ConsumerGroupMetadata
+	fail     map[string][]error
+}
+
+func (p *fakeProducer) do(op string) error {
+	p.calls = append(p.calls, op)
+	if errs := p.fail[op]; len(errs) > 0 {
+		p.fail[op] = errs[1:]
+		return errs[0]
+	}
+	return nil
+}
+
+func (p *fakeProducer) InitTransactions(context.Context) error { return p.do("init") }
+func (p *fakeProducer) Begin() error                           { return p.do("begin") }
+func (p *fakeProducer) Commit() error                          { return p.do("commit") }
+func (p *fakeProducer) Abort() error                           { return p.do("abort") }
+func (p *fakeProducer) Flush(context.Context) error            { return p.do("flush") }
+
+func (p *fakeProducer) Produce(_ context.Context, r stream.Record) error {
+	if err := p.do("produce"); err != nil {
+		return err
+	}
+	p.produced = append(p.produced, r)
+	return nil
+}
+
+func (p *fakeProducer) SendOffsets(_ context.Context, o map[stream.TopicPartition]int64, g *kafka.ConsumerGroupMetadata) error {
+	p.offsets = append(p.offsets, maps.Clone(o))
+	p.groups = append(p.groups, g)
+	return p.do("send_offsets")
+}
+
+func rec(partition int32, offset int64, headers ...stream.Header) stream.Record {
+	return stream.Record{Topic: "in", Partition: partition, Offset: offset, Key: []byte(fmt.Sprint("k", offset)),
+		Value: []byte(fmt.Sprint("v", offset)), Headers: headers}
+}
+
+func classed(c produce.Class, msg string) error {
+	return &produce.Error{Op: "test", Class: c, Err: errors.New(msg)}
+}
+
+var (
+	p0 = stream.TopicPartition{Topic: "in", Partition: 0}
+	p1 = stream.TopicPartition{Topic: "in", Partition: 1}
+)
+
+func TestErrorPolicy(t *testing.T) {
+	twoPartitions := []stream.Record{rec(0, 10), rec(1, 3), rec(0, 11), rec(0, 12)}
+	onePartition := []stream.Record{rec(1, 7)}
+
+	tests := []struct {
+		name        string
+		batches     [][]stream.Record
+		fail        map[string][]error
+		atLeastOnce bool
+		wantErr     string // empty: Run returns nil
+		wantCalls   []string
+		wantOffsets []map[stream.TopicPartition]int64 // offsets sent (exactly_once) or committed (at_least_once)
+		wantRewinds int
+	}{
+		{
+			name:        "committed batch sends last offset plus one for each partition in it",
+			batches:     [][]stream.Record{twoPartitions, onePartition},
+			wantCalls:   []string{"init", "begin", "produce", "produce", "produce", "produce", "send_offsets", "commit", "begin", "produce", "send_offsets", "commit"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p0: 13, p1: 4}, {p1: 8}},
+		},
+		{
+			name:      "empty batch opens no transaction",
+			batches:   [][]stream.Record{{}},
+			wantCalls: []string{"init"},
+		},
+		{
+			name:        "retriable init and send offsets are retried, offsets unchanged",
+			batches:     [][]stream.Record{onePartition},
+			fail:        map[string][]error{"init": {classed(produce.Retriable, "coordinator loading")}, "send_offsets": {classed(produce.Retriable, "coordinator loading"), classed(produce.Retriable, "again")}},
+			wantCalls:   []string{"init", "init", "begin", "produce", "send_offsets", "send_offsets", "send_offsets", "commit"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}, {p1: 8}, {p1: 8}},
+		},
+		{
+			name:        "retriable commit is retried",
+			batches:     [][]stream.Record{onePartition},
+			fail:        map[string][]error{"commit": {classed(produce.Retriable, "timed out")}},
+			wantCalls:   []string{"init", "begin", "produce", "send_offsets", "commit", "commit"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}},
+		},
+		{
+			name:        "abortable commit aborts, rewinds and redoes the batch",
+			batches:     [][]stream.Record{onePartition},
+			fail:        map[string][]error{"commit": {classed(produce.Abortable, "transaction aborted by broker")}},
+			wantCalls:   []string{"init", "begin", "produce", "send_offsets", "commit", "abort", "begin", "produce", "send_offsets", "commit"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}, {p1: 8}},
+			wantRewinds: 1,
+		},
+		{
+			name:        "failed delivery aborts before offsets are sent",
+			batches:     [][]stream.Record{onePartition},
+			fail:        map[string][]error{"produce": {classed(produce.Abortable, "deliver record to out/0: message timed out")}},
+			wantCalls:   []string{"init", "begin", "produce", "abort", "begin", "produce", "send_offsets", "commit"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}},
+			wantRewinds: 1,
+		},
+		{
+			name:        "fenced producer stops the loop without aborting",
+			batches:     [][]stream.Record{onePartition},
+			fail:        map[string][]error{"send_offsets": {classed(produce.Fatal, "fenced by a newer instance")}},
+			wantErr:     "fenced by a newer instance",
+			wantCalls:   []string{"init", "begin", "produce", "send_offsets"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}},
+		},
+		{
+			name:      "unclassified error is fatal",
+			batches:   [][]stream.Record{onePartition},
+			fail:      map[string][]error{"produce": {errors.New("something unexpected")}},
+			wantErr:   "something unexpected",
+			wantCalls: []string{"init", "begin", "produce"},
+		},
+		{
+			name:      "fatal init stops before any batch",
+			batches:   [][]stream.Record{onePartition},
+			fail:      map[string][]error{"init": {classed(produce.Fatal, "transactional id authorization failed")}},
+			wantErr:   "authorization failed",
+			wantCalls: []string{"init"},
+		},
+		{
+			name:        "at_least_once flushes before committing offsets",
+			batches:     [][]stream.Record{twoPartitions},
+			atLeastOnce: true,
+			wantCalls:   []string{"init", "begin", "produce", "produce", "produce", "produce", "flush"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p0: 13, p1: 4}},
+		},
+		{
+			name:        "at_least_once failed delivery rewinds without committing offsets",
+			batches:     [][]stream.Record{onePartition},
+			atLeastOnce: true,
+			fail:        map[string][]error{"flush": {classed(produce.Abortable, "deliver record: broker down")}},
+			wantCalls:   []string{"init", "begin", "produce", "flush", "begin", "produce", "flush"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}},
+			wantRewinds: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			group, err := kafka.NewTestConsumerGroupMetadata("g")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &fakeConsumer{batches: tt.batches, stop: cancel, group: group}
+			p := &fakeProducer{fail: tt.fail}
+			l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", AtLeastOnce: tt.atLeastOnce,
+				MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+
+			err = l.Run(ctx)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Run error = %v, want one containing %q", err, tt.wantErr)
+			}
+			if !slices.Equal(p.calls, tt.wantCalls) {
+				t.Errorf("calls\n got %v\nwant %v", p.calls, tt.wantCalls)
+			}
+			gotOffsets := p.offsets
+			if tt.atLeastOnce {
+				gotOffsets = c.committed
+			}
+			if !slices.EqualFunc(gotOffsets, tt.wantOffsets, maps.Equal) {
+				t.Errorf("offsets\n got %v\nwant %v", gotOffsets, tt.wantOffsets)
+			}
+			for _, g := range p.groups {
+				if g != group {
+					t.Errorf("offsets sent with group metadata %p, want the consumer's %p", g, group)
+				}
+			}
+			if c.rewinds != tt.wantRewinds {
+				t.Errorf("rewinds = %d, want %d", c.rewinds, tt.wantRewinds)
+			}
+		})
+	}
+}
+
+func TestFailedRecordIsDeadLetteredInTheSameTransaction(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bad := rec(0, 5, stream.Header{Key: "h", Value: []byte("x")})
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), bad, rec(0, 6)}}, stop: cancel}
+	p := &fakeProducer{}
+	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		switch in.Offset {
+		case 5:
+			return nil, errors.New("cannot parse value")
+		case 6:
+			panic("transform bug")
+		}
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", DeadLetterTopic: "dlq"}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.produced) != 3 {
+		t.Fatalf("produced %d records, want 3: %+v", len(p.produced), p.produced)
+	}
+	if out := p.produced[0]; out.Topic != "out" || header(out, stream.SourceHeader) != "in/0/4" {
+		t.Errorf("output = %+v, want topic out with source in/0/4", out)
+	}
+	dead := p.produced[1]
+	want := map[string]string{
+		"h": "x", HeaderError: "cannot parse value", HeaderSourceTopic: "in", HeaderSourcePartition: "0",
+		HeaderSourceOffset: "5", stream.SourceHeader: "in/0/5",
+	}
+	for k, v := range want {
+		if got := header(dead, k); got != v {
+			t.Errorf("dead letter header %q = %q, want %q", k, got, v)
+		}
+	}
+	if dead.Topic != "dlq" || string(dead.Key) != "k5" || string(dead.Value) != "v5" {
+		t.Errorf("dead letter = %+v, want topic dlq with the input's key and value", dead)
+	}
+	if panicked := p.produced[2]; panicked.Topic != "dlq" || !strings.Contains(header(panicked, HeaderError), "transform bug") {
+		t.Errorf("panicking record = %+v, want it dead-lettered with the panic", panicked)
+	}
+	if want := (map[stream.TopicPartition]int64{p0: 7}); !maps.Equal(p.offsets[0], want) {
+		t.Errorf("offsets = %v, want %v: dead letters are consumed like any record", p.offsets[0], want)
+	}
+}
+
+func TestShutdownFinishesTheBatchInFlight(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 1)}}, stop: func() {}}
+	p := &fakeProducer{}
+	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		cancel() // SIGTERM arrives while the batch is being transformed
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out"}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"init", "begin", "produce", "send_offsets", "commit"}; !slices.Equal(p.calls, want) {
+		t.Errorf("calls = %v, want %v", p.calls, want)
+	}
+}
+
+func TestShutdownDropsABatchThatOutlivesTheTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 1)}}, stop: func() {}}
+	p := &fakeProducer{}
+	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		cancel()
+		<-ctx.Done() // a transform slower than the shutdown timeout
+		return nil, ctx.Err()
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", ShutdownTimeout: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"init"}; !slices.Equal(p.calls, want) {
+		t.Errorf("calls = %v, want %v: the record must not be dead-lettered for our lack of time", p.calls, want)
+	}
+	if c.rewinds != 0 {
+		t.Errorf("rewinds = %d, want 0 when shutting down", c.rewinds)
+	}
+}
+
+func TestUnlimitedBudgetGivesEveryAssignedPartitionTheWholeBatch(t *testing.T) {
+	got := Unlimited{MaxRecords: 100}.Budgets(map[stream.TopicPartition]int64{p0: 5, p1: -1}, time.Second)
+	if want := (map[stream.TopicPartition]int64{p0: 100, p1: 100}); !maps.Equal(got, want) {
+		t.Errorf("budgets = %v, want %v", got, want)
+	}
+}
+
+func TestBackoffIsExponentialAndBounded(t *testing.T) {
+	l := &Loop{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	var got []time.Duration
+	for a := range 6 {
+		got = append(got, l.backoff(a))
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}
+	if !slices.Equal(got, want) {
+		t.Errorf("backoff = %v, want %v", got, want)
+	}
+}
+
+func header(r stream.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}

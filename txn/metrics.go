@@ -1,0 +1,84 @@
+package txn
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eosproc/eosproc/stream"
+)
+
+// Metrics are the loop's Prometheus metrics. Counters move only when a transaction commits, so they count what
+// read_committed readers see, not work that was aborted and redone.
+type Metrics struct {
+	recordsIn, recordsOut, deadLettered, commits prometheus.Counter
+	aborts                                       *prometheus.CounterVec
+	batchDuration, commitDuration                prometheus.Histogram
+	lag                                          *prometheus.GaugeVec
+	assigned                                     prometheus.Gauge
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: a private registry, for tests and for
+// processors that do not export metrics).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		recordsIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eosproc_records_in_total", Help: "Input records in committed batches.",
+		}),
+		recordsOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eosproc_records_out_total", Help: "Output records committed (dead letters excluded).",
+		}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eosproc_records_dead_lettered_total", Help: "Input records committed to the dead-letter topic because the transform failed.",
+		}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eosproc_transactions_committed_total", Help: "Transactions committed (one per non-empty batch).",
+		}),
+		aborts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eosproc_transactions_aborted_total", Help: "Batches aborted and redone, by the step that failed.",
+		}, []string{"reason"}),
+		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eosproc_batch_duration_seconds", Help: "Committed batches from the start of assembly to the end of the commit.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eosproc_commit_duration_seconds", Help: "Time spent committing a transaction (flushing outputs included).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eosproc_consumer_lag_records", Help: "Records not yet processed per assigned input partition, as of the last batch.",
+		}, []string{"topic", "partition"}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eosproc_assigned_partitions", Help: "Input partitions assigned to this instance.",
+		}),
+	}
+	reg.MustRegister(m.recordsIn, m.recordsOut, m.deadLettered, m.commits, m.aborts, m.batchDuration,
+		m.commitDuration, m.lag, m.assigned)
+	return m
+}
+
+func (m *Metrics) observeAssignment(lags map[stream.TopicPartition]int64) {
+	m.assigned.Set(float64(len(lags)))
+	// Reset drops the series of partitions no longer assigned, so a moved partition's lag does not linger here.
+	m.lag.Reset()
+	for tp, lag := range lags {
+		if lag >= 0 {
+			m.lag.WithLabelValues(tp.Topic, strconv.Itoa(int(tp.Partition))).Set(float64(lag))
+		}
+	}
+}
+
+func (m *Metrics) committed(in, out, dead int, batch, commit time.Duration) {
+	m.recordsIn.Add(float64(in))
+	m.recordsOut.Add(float64(out))
+	m.deadLettered.Add(float64(dead))
+	m.commits.Inc()
+	m.batchDuration.Observe(batch.Seconds())
+	m.commitDuration.Observe(commit.Seconds())
+}
+
+func (m *Metrics) aborted(step string) { m.aborts.WithLabelValues(step).Inc() }
