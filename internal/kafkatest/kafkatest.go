@@ -3,8 +3,10 @@
 package kafkatest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -166,4 +168,71 @@ func ReadCommitted(ctx context.Context, bootstrap, topic string) (map[int32][]*k
 		}
 	}
 	return out, nil
+}
+
+// Records makes n test records for topic, numbered from first: record i has key "key-<i>", value "value-<i>"
+// padded with '.' to valueSize bytes (when larger), and goes to partition i mod partitions.
+func Records(topic string, partitions, first, n, valueSize int) []*kafka.Message {
+	msgs := make([]*kafka.Message, n)
+	for j := range msgs {
+		i := first + j
+		value := []byte("value-" + strconv.Itoa(i))
+		if len(value) < valueSize {
+			value = append(value, bytes.Repeat([]byte{'.'}, valueSize-len(value))...)
+		}
+		msgs[j] = &kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % partitions)},
+			Key:            []byte("key-" + strconv.Itoa(i)),
+			Value:          value,
+		}
+	}
+	return msgs
+}
+
+// Lag is how many records of topics the group has not committed yet: per partition, the high watermark minus
+// the committed offset (minus the low watermark when nothing is committed). Zero means caught up.
+func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, error) {
+	// The consumer handle answers watermark queries; the admin client on top of it reads committed offsets.
+	handle, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "kafkatest-lag", "log_level": 3})
+	if err != nil {
+		return 0, fmt.Errorf("lag of group %q: create consumer: %w", group, err)
+	}
+	defer handle.Close()
+	admin, err := kafka.NewAdminClientFromConsumer(handle)
+	if err != nil {
+		return 0, fmt.Errorf("lag of group %q: create admin client: %w", group, err)
+	}
+	defer admin.Close()
+	md, err := admin.GetMetadata(nil, true, 10000)
+	if err != nil {
+		return 0, fmt.Errorf("lag of group %q: metadata: %w", group, err)
+	}
+	var partitions []kafka.TopicPartition
+	for _, topic := range topics {
+		tm, ok := md.Topics[topic]
+		if !ok {
+			return 0, fmt.Errorf("lag of group %q: no topic %q", group, topic)
+		}
+		for _, p := range tm.Partitions {
+			partitions = append(partitions, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
+		}
+	}
+	res, err := admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: partitions}},
+		kafka.SetAdminRequireStableOffsets(true))
+	if err != nil {
+		return 0, fmt.Errorf("lag of group %q: committed offsets: %w", group, err)
+	}
+	var lag int64
+	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+		low, high, err := handle.QueryWatermarkOffsets(*tp.Topic, tp.Partition, 10000)
+		if err != nil {
+			return 0, fmt.Errorf("lag of group %q: watermarks of %s: %w", group, tp, err)
+		}
+		committed := int64(tp.Offset)
+		if committed < 0 {
+			committed = low
+		}
+		lag += high - committed
+	}
+	return lag, nil
 }

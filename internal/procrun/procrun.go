@@ -1,0 +1,205 @@
+// Package procrun runs the real processor binary as a child process for end-to-end tests, the demo and
+// benchmarks: it builds the binary once, starts instances with their environment, signals them (SIGKILL,
+// SIGTERM, SIGSTOP, SIGCONT), keeps each instance's log in a file and reads its metrics.
+package procrun
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Build compiles ./cmd/processor of the module that holds the working directory into dir and returns its path.
+func Build(ctx context.Context, dir string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("build processor: find module root: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	bin := filepath.Join(dir, "processor")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/processor")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build processor: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Instance is one running processor.
+type Instance struct {
+	Name     string
+	HTTPAddr string // 127.0.0.1:port of /metrics, /healthz, /readyz
+	LogPath  string
+
+	cmd    *exec.Cmd
+	logf   *os.File
+	done   chan struct{}
+	mu     sync.Mutex
+	exit   error
+	exited bool
+}
+
+// Start runs bin with env added to the current environment (PROCESSOR_HTTP_ADDR is set to a free loopback
+// port unless env sets it). Its stdout and stderr are appended to logPath.
+func Start(bin, name, logPath string, env map[string]string) (*Instance, error) {
+	in := &Instance{Name: name, LogPath: logPath, done: make(chan struct{})}
+	in.HTTPAddr = env["PROCESSOR_HTTP_ADDR"]
+	if in.HTTPAddr == "" {
+		port, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("start %s: choose HTTP port: %w", name, err)
+		}
+		in.HTTPAddr = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: open log: %w", name, err)
+	}
+	in.logf = logf
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "PROCESSOR_HTTP_ADDR="+in.HTTPAddr)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	in.cmd = cmd
+	go func() {
+		err := cmd.Wait()
+		in.mu.Lock()
+		in.exit, in.exited = err, true
+		in.mu.Unlock()
+		logf.Close()
+		close(in.done)
+	}()
+	return in, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// PID is the process id.
+func (in *Instance) PID() int { return in.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (in *Instance) Signal(sig syscall.Signal) error {
+	if err := in.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s to %s: %w", sig, in.Name, err)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (in *Instance) Kill() error {
+	if err := in.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-in.done
+	return nil
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit; it returns the exit code.
+func (in *Instance) Stop(timeout time.Duration) (int, error) {
+	if err := in.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return -1, err
+	}
+	select {
+	case <-in.done:
+		return in.ExitCode(), nil
+	case <-time.After(timeout):
+		_ = in.Kill()
+		return -1, fmt.Errorf("stop %s: still running %s after SIGTERM; killed", in.Name, timeout)
+	}
+}
+
+// Done is closed when the process has exited.
+func (in *Instance) Done() <-chan struct{} { return in.done }
+
+// ExitCode is the process's exit code once it exited (-1 when killed by a signal or still running).
+func (in *Instance) ExitCode() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if !in.exited {
+		return -1
+	}
+	return in.cmd.ProcessState.ExitCode()
+}
+
+// Log returns what the process wrote so far.
+func (in *Instance) Log() string {
+	b, _ := os.ReadFile(in.LogPath)
+	return string(b)
+}
+
+// Metric returns the sum over all label sets of the Prometheus metric name from /metrics.
+func (in *Instance) Metric(ctx context.Context, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.HTTPAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("metrics of %s: %w", in.Name, err)
+	}
+	defer resp.Body.Close()
+	return SumMetric(resp.Body, name)
+}
+
+// SumMetric adds the samples of metric name in a Prometheus text exposition.
+func SumMetric(r io.Reader, name string) (float64, error) {
+	var sum float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // another metric whose name starts with this one
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: parse %q: %w", name, line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+// Ready reports whether /readyz answers 200.
+func (in *Instance) Ready(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.HTTPAddr+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
