@@ -99,11 +99,14 @@ func New(cfg Config) (*Consumer, error) {
 	props := map[string]string{
 		// Prefetch memory bound: librdkafka keeps at most queued.max.messages.kbytes (64 MiB) of fetched records
 		// for the whole consumer, plus what is in flight: up to fetch.max.bytes (16 MiB) per broker, each
-		// partition contributing at most max.partition.fetch.bytes (1 MiB). Pausing a partition purges its
-		// prefetched records, so records carried between batches are at most a few per paused partition.
+		// partition contributing at most max.partition.fetch.bytes (1 MiB). Records carried over between
+		// batches add at most maxCarry per partition.
 		"queued.max.messages.kbytes": "65536",
 		"fetch.max.bytes":            "16777216",
 		"max.partition.fetch.bytes":  "1048576",
+		// A resumed partition waits for the fetch in flight to come back; the broker holds an empty fetch this
+		// long, so it bounds how late a paused partition's records return (librdkafka's default is 500 ms).
+		"fetch.wait.max.ms": "100",
 		// A member that died for good frees its partitions after this; a static member restarting sooner keeps
 		// them without a rebalance.
 		"session.timeout.ms": "10000",
@@ -314,14 +317,22 @@ func (c *Consumer) take(m *kafka.Message, budgets, used map[stream.TopicPartitio
 	if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {
 		c.pending = append(c.pending, r)
 		used[tp]++
-		if used[tp] < budgets[tp] {
-			return nil
-		}
-	} else {
-		c.carry[tp] = append(c.carry[tp], r)
+		return nil
 	}
-	return c.pause(tp)
+	// Over budget: carried to the next batch. Pausing would stop the fetching, but it also throws away what
+	// librdkafka prefetched for the partition and delays its next fetch after Resume by up to a fetch long-poll,
+	// which costs a backlogged partition a whole batch interval. So a partition is paused only once it is a
+	// maxCarry ahead of the others. When every partition used its budget, assembly simply stops polling and the
+	// prefetched records wait in librdkafka's bounded queue.
+	c.carry[tp] = append(c.carry[tp], r)
+	if len(c.carry[tp]) >= maxCarry {
+		return c.pause(tp)
+	}
+	return nil
 }
+
+// maxCarry bounds the records carried over per partition: about 1 MiB of 1 KB records.
+const maxCarry = 1000
 
 // pause stops fetching a partition that has used its budget. librdkafka drops what it had prefetched for it and
 // resumes from the last record we polled, so nothing is lost, and memory stays bounded however long it is paused.

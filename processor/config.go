@@ -49,6 +49,11 @@ type Config struct {
 	ConsumerProperties Properties `env:"CONSUMER_PROPERTIES" help:"librdkafka properties for the consumer only; override KAFKA_PROPERTIES."`
 	ProducerProperties Properties `env:"PRODUCER_PROPERTIES" help:"librdkafka properties for the producer only; override KAFKA_PROPERTIES. message.timeout.ms (default 3/4 of TRANSACTION_TIMEOUT) must stay below TRANSACTION_TIMEOUT."`
 
+	Backpressure            bool    `env:"BACKPRESSURE_ENABLED" envDefault:"true" help:"Rate-limit each input partition from the measured batch processing time, so a slow transform settles at the rate it sustains instead of stretching batches (Spark: spark.streaming.backpressure.enabled)."`
+	BackpressureInitialRate float64 `env:"BACKPRESSURE_INITIAL_RATE" defaultDoc:"100 per partition" help:"Total records/s before the first batch is measured (Spark: spark.streaming.backpressure.initialRate)."`
+	BackpressureMinRate     float64 `env:"BACKPRESSURE_MIN_RATE_PER_PARTITION" envDefault:"1" help:"Records/s every lagging partition gets at least, so none starves (Spark: spark.streaming.kafka.minRatePerPartition)."`
+	BackpressureMaxRate     float64 `env:"BACKPRESSURE_MAX_RATE_PER_PARTITION" defaultDoc:"no cap" help:"Records/s no partition exceeds (Spark: spark.streaming.kafka.maxRatePerPartition)."`
+
 	TestFailHeader    string        `env:"TEST_FAIL_HEADER" help:"Testing only: a record carrying a header with this name fails the transform, so it is dead-lettered."`
 	TestCostPerRecord time.Duration `env:"TEST_COST_PER_RECORD" help:"Testing only: time the transform spends per record, to simulate slow processing."`
 }
@@ -169,6 +174,10 @@ func parseProblems(err error, vars map[string]string) []string {
 			what = "not a duration (e.g. 500ms, 2s, 1m)"
 		case reflect.TypeFor[int]():
 			what = "not a whole number (e.g. 10000)"
+		case reflect.TypeFor[float64]():
+			what = "not a number (e.g. 5000)"
+		case reflect.TypeFor[bool]():
+			what = "not true or false"
 		}
 		out = append(out, fmt.Sprintf("%s=%q: %s", name, vars[name], what))
 	}
@@ -184,7 +193,8 @@ func (c *Config) resolve() error {
 	}
 	cv, dv := reflect.ValueOf(c).Elem(), reflect.ValueOf(defaults)
 	for i := range cv.NumField() {
-		if cv.Field(i).IsZero() {
+		// A false bool is a choice, not a missing value; bools take their envDefault only from the environment.
+		if cv.Field(i).IsZero() && cv.Field(i).Kind() != reflect.Bool {
 			cv.Field(i).Set(dv.Field(i))
 		}
 	}
@@ -237,6 +247,15 @@ func (c *Config) validate() error {
 		if d <= 0 {
 			bad(key, "%s: must be positive", d)
 		}
+	}
+	for key, rate := range map[string]float64{"BACKPRESSURE_INITIAL_RATE": c.BackpressureInitialRate,
+		"BACKPRESSURE_MIN_RATE_PER_PARTITION": c.BackpressureMinRate, "BACKPRESSURE_MAX_RATE_PER_PARTITION": c.BackpressureMaxRate} {
+		if rate < 0 {
+			bad(key, "%g: must not be negative (records per second)", rate)
+		}
+	}
+	if c.BackpressureMaxRate > 0 && c.BackpressureMaxRate < c.BackpressureMinRate {
+		bad("BACKPRESSURE_MAX_RATE_PER_PARTITION", "%g is below PROCESSOR_BACKPRESSURE_MIN_RATE_PER_PARTITION (%g)", c.BackpressureMaxRate, c.BackpressureMinRate)
 	}
 	if c.TestCostPerRecord < 0 {
 		bad("TEST_COST_PER_RECORD", "%s: must not be negative", c.TestCostPerRecord)

@@ -21,13 +21,23 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
 		MaxBatchRecords: 10000, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
-		ShutdownTimeout: 30 * time.Second, LogLevel: "info",
+		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
 	}
 	if mt, _, _ := cfg.messageTimeout(); mt != 45*time.Second {
 		t.Errorf("message timeout = %s, want 3/4 of the transaction timeout", mt)
+	}
+}
+
+func TestBackpressureCanBeSwitchedOff(t *testing.T) {
+	cfg, err := LoadConfig(append(minimal, "PROCESSOR_BACKPRESSURE_ENABLED=false"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backpressure {
+		t.Error("PROCESSOR_BACKPRESSURE_ENABLED=false left backpressure on")
 	}
 }
 

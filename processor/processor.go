@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Transform:       transform,
 		OutputTopic:     cfg.OutputTopic,
 		DeadLetterTopic: cfg.DeadLetterTopic,
+		Budgeter:        newRateControl(cfg, reg),
 		Interval:        cfg.BatchInterval,
 		MaxRecords:      cfg.MaxBatchRecords,
 		AtLeastOnce:     !exactlyOnce,
@@ -177,12 +178,12 @@ func withTestKnobs(t stream.Transform, failHeader string, cost time.Duration) st
 	}
 	return func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		if cost > 0 {
-			timer := time.NewTimer(cost)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				timer.Stop()
-				return nil, context.Cause(ctx)
+			// A busy wait, like a CPU-bound transform; a timer would oversleep a 100 µs cost by a millisecond on
+			// a loaded machine and make the knob meaningless.
+			for deadline := time.Now().Add(cost); time.Now().Before(deadline); {
+				if ctx.Err() != nil {
+					return nil, context.Cause(ctx)
+				}
 			}
 		}
 		if failHeader != "" {

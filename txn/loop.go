@@ -58,8 +58,10 @@ type BatchStats struct {
 	PerPartition map[stream.TopicPartition]int64
 	// Processing is the time from the end of assembly to the end of the commit: transform, produce, commit.
 	Processing time.Duration
-	// SchedulingDelay is how much the whole batch (assembly plus processing) overran the batch interval: the
-	// delay the next batch starts with.
+	// Duration is the whole batch: assembly plus processing.
+	Duration time.Duration
+	// SchedulingDelay is how much the whole batch overran the batch interval: the delay the next batch starts
+	// with.
 	SchedulingDelay time.Duration
 	Interval        time.Duration
 }
@@ -260,6 +262,7 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 		Records:         len(in),
 		PerPartition:    perPartition,
 		Processing:      end.Sub(assembled),
+		Duration:        end.Sub(start),
 		SchedulingDelay: max(0, end.Sub(start)-l.Interval),
 		Interval:        l.Interval,
 	})
