@@ -9,7 +9,7 @@ export TESTCONTAINERS_HOST_OVERRIDE := localhost
 KAFKA_IMAGE_FILE := .cache/kafka-image
 WITH_KAFKA_IMAGE = KAFKA_IMAGE="$$(cat $(KAFKA_IMAGE_FILE))"
 
-.PHONY: help setup build test test-unit test-e2e demo lint
+.PHONY: help setup build test test-unit test-e2e demo lint dedupe-restore
 
 help:
 	@echo "make demo   run the processor end to end on a real Kafka (sets up everything first)"
@@ -40,3 +40,7 @@ test: setup lint test-unit test-e2e
 
 demo: setup build
 	$(WITH_KAFKA_IMAGE) go run ./cmd/demo
+
+# Restore time of a 1,000,000-key de-duplication store from its changelog on a single broker.
+dedupe-restore: setup
+	$(WITH_KAFKA_IMAGE) go run ./bench/dedupe-restore

@@ -38,6 +38,9 @@ type Config struct {
 	// Properties are passed to librdkafka as they are; the keys the guarantees depend on are refused.
 	Properties map[string]string
 	Logger     *slog.Logger
+	// OnError, if set, is called (inside Assemble) with each non-fatal error the client reports: broker down,
+	// authentication or TLS handshake refused. The processor watches it for failures an operator must fix.
+	OnError func(kafka.Error)
 }
 
 // Consumer is one group member. Assemble, Rewind, Lags, GroupMetadata, CommitOffsets and Close must be called from
@@ -46,12 +49,14 @@ type Consumer struct {
 	k         *kafka.Consumer
 	log       *slog.Logger
 	errLog    *rdkafka.ErrorLog
+	onError   func(kafka.Error)
 	resetMode string
 
 	// Rebalance callbacks run inside Poll, on the loop's goroutine, so the fields below need no lock.
 	carry     map[stream.TopicPartition][]stream.Record // polled beyond budget, first in line next batch
 	pending   []stream.Record                           // the batch being assembled
 	paused    map[stream.TopicPartition]bool
+	revoked   []stream.TopicPartition         // since the last TakeRevoked
 	firstSeen map[stream.TopicPartition]int64 // first offset delivered since assignment: where a rewind without committed offset goes
 	cbErr     error                           // an assignment the callback could not apply
 
@@ -126,6 +131,7 @@ func New(cfg Config) (*Consumer, error) {
 		k:         k,
 		log:       log,
 		errLog:    &rdkafka.ErrorLog{Log: log},
+		onError:   cfg.OnError,
 		resetMode: reset,
 		carry:     map[stream.TopicPartition][]stream.Record{},
 		paused:    map[stream.TopicPartition]bool{},
@@ -200,6 +206,7 @@ func (c *Consumer) rebalance(k *kafka.Consumer, ev kafka.Event) error {
 		c.mu.Lock()
 		for tp := range gone {
 			delete(c.assigned, tp)
+			c.revoked = append(c.revoked, tp)
 		}
 		c.mu.Unlock()
 		if err := k.IncrementalUnassign(e.Partitions); err != nil {
@@ -279,6 +286,9 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 			}
 			// Broker down, topic not yet created, coordinator moving: librdkafka recovers by itself.
 			c.errLog.Warn("consumer error", e)
+			if c.onError != nil {
+				c.onError(e)
+			}
 		}
 	}
 	batch := c.pending
@@ -443,6 +453,16 @@ func (c *Consumer) Lags() map[stream.TopicPartition]int64 {
 		lags[tp] = max(0, high-int64(p.Offset)) + int64(len(c.carry[tp]))
 	}
 	return lags
+}
+
+// TakeRevoked returns the partitions revoked or lost since the last call. State kept per partition (the
+// de-duplication store) must be dropped for them: if one comes back, another member may have changed it since.
+func (c *Consumer) TakeRevoked() []stream.TopicPartition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	revoked := c.revoked
+	c.revoked = nil
+	return revoked
 }
 
 // OffsetResets counts offsets found out of range (deleted by retention) and reset per auto.offset.reset.

@@ -40,6 +40,10 @@ type Config struct {
 	// refused.
 	Properties map[string]string
 	Logger     *slog.Logger
+	// OnError, if set, is called (from the delivery goroutine) with each non-fatal error the client reports:
+	// broker down, authentication or TLS handshake refused. The processor watches it for failures an operator
+	// must fix.
+	OnError func(kafka.Error)
 }
 
 // Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); only delivery
@@ -50,6 +54,7 @@ type Producer struct {
 	groupID       string
 	log           *slog.Logger
 	errLog        *rdkafka.ErrorLog
+	onError       func(kafka.Error)
 	drained       chan struct{}
 
 	// pending counts records produced whose delivery report has not been handled yet. Flush waits on it rather
@@ -101,6 +106,7 @@ func New(cfg Config) (*Producer, error) {
 		groupID:       cfg.GroupID,
 		log:           log,
 		errLog:        &rdkafka.ErrorLog{Log: log},
+		onError:       cfg.OnError,
 		drained:       make(chan struct{}),
 	}
 	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
@@ -124,6 +130,9 @@ func (p *Producer) drain() {
 				p.log.Error("producer fatal error", "error", e)
 			} else {
 				p.errLog.Warn("producer error", e)
+				if p.onError != nil {
+					p.onError(e)
+				}
 			}
 		}
 	}
@@ -174,12 +183,22 @@ func (p *Producer) Begin() error {
 
 // Produce enqueues one record for the topic in r.Topic, waiting while the local queue is full.
 func (p *Producer) Produce(ctx context.Context, r stream.Record) error {
+	return p.produce(ctx, r, kafka.PartitionAny)
+}
+
+// ProduceToPartition enqueues one record for partition r.Partition of r.Topic, for state that is co-partitioned
+// with the input (a changelog) rather than placed by its key.
+func (p *Producer) ProduceToPartition(ctx context.Context, r stream.Record) error {
+	return p.produce(ctx, r, r.Partition)
+}
+
+func (p *Producer) produce(ctx context.Context, r stream.Record, partition int32) error {
 	p.mu.Lock()
 	epoch := p.epoch
 	p.mu.Unlock()
 	topic := r.Topic
 	msg := &kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: partition},
 		Key:            r.Key,
 		Value:          r.Value,
 		Timestamp:      r.Timestamp,

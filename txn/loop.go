@@ -11,6 +11,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
 )
@@ -29,6 +30,8 @@ type Consumer interface {
 	GroupMetadata() (*kafka.ConsumerGroupMetadata, error)
 	// CommitOffsets commits offsets outside any transaction (at_least_once only).
 	CommitOffsets(offsets map[stream.TopicPartition]int64) error
+	// TakeRevoked returns the partitions revoked or lost since the last call.
+	TakeRevoked() []stream.TopicPartition
 }
 
 // Producer is the output side of the loop (produce.Producer). Its errors carry a produce.Class.
@@ -36,6 +39,8 @@ type Producer interface {
 	InitTransactions(ctx context.Context) error
 	Begin() error
 	Produce(ctx context.Context, r stream.Record) error
+	// ProduceToPartition writes to partition r.Partition of r.Topic (a changelog co-partitioned with the input).
+	ProduceToPartition(ctx context.Context, r stream.Record) error
 	SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *kafka.ConsumerGroupMetadata) error
 	Commit() error
 	Abort() error
@@ -66,6 +71,19 @@ type BatchStats struct {
 	Interval        time.Duration
 }
 
+// Deduplicator drops inputs whose identity was already seen (package dedupe). Its state changes travel as
+// changelog records in the batch's own transaction, so they commit or roll back with the outputs and offsets;
+// Committed and Aborted tell it which happened.
+type Deduplicator interface {
+	// Filter returns the records to transform, the records without an identity (dead-lettered with the error),
+	// and the changelog records to write in this batch's transaction.
+	Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []dedupe.Rejected, changelog []stream.Record, err error)
+	Committed()
+	Aborted()
+	// Forget drops the state of partitions this member lost.
+	Forget(partitions []stream.TopicPartition)
+}
+
 // Unlimited is the Budgeter used without backpressure: every partition may fill the whole batch, and the batch
 // size cap (MaxRecords) is what shares a batch between partitions.
 type Unlimited struct{ MaxRecords int }
@@ -89,6 +107,7 @@ type Loop struct {
 	Producer  Producer
 	Transform stream.Transform // nil: stream.Identity
 	Budgeter  Budgeter         // nil: Unlimited{MaxRecords}
+	Dedupe    Deduplicator     // nil: no de-duplication
 
 	OutputTopic     string // where outputs with no topic of their own go
 	DeadLetterTopic string // where records the transform failed on go
@@ -231,6 +250,11 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("assemble batch: %w", err)
 	}
+	if l.Dedupe != nil {
+		// State of a lost partition goes: its new owner extends the changelog, and if the partition comes
+		// back, the state must be read again from there.
+		l.Dedupe.Forget(l.Consumer.TakeRevoked())
+	}
 	if len(in) == 0 {
 		// Nothing to commit, so no transaction: an empty one would still cost the coordinator two writes.
 		return false, nil
@@ -238,20 +262,30 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 	assembled := time.Now()
 	l.beat()
 
-	// 3. Transform. A record the transform fails on is dead-lettered in this same transaction, so it is
-	// committed exactly once like any output and never blocks the partition behind it.
-	out, dead, err := l.transform(work, in)
+	// 3. De-duplicate, then transform. A record the transform fails on is dead-lettered in this same
+	// transaction, so it is committed exactly once like any output and never blocks the partition behind it.
+	// Duplicates produce nothing, but their offsets are committed with the batch like any other input's.
+	offsets := nextOffsets(in)
+	kept, dead, changelog, err := l.dedupe(work, in)
+	if err != nil {
+		return false, &abortable{step: "dedupe", err: err}
+	}
+	out, failed, err := l.transform(work, kept)
 	if err != nil {
 		return false, &abortable{step: "transform", err: err}
 	}
-	offsets := nextOffsets(in)
+	dead = append(dead, failed...)
 
 	// 4. Transaction: begin, produce, send offsets, commit.
-	commitStart, err := l.commit(work, append(out, dead...), offsets)
+	commitStart, err := l.commit(work, append(out, dead...), changelog, offsets)
 	if err != nil {
 		return false, err
 	}
 	end := time.Now()
+
+	if l.Dedupe != nil {
+		l.Dedupe.Committed()
+	}
 
 	// 5. Report.
 	perPartition := make(map[stream.TopicPartition]int64, len(offsets))
@@ -273,7 +307,7 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 }
 
 // commit writes the batch's outputs and offsets. It returns when the commit started, for the metric.
-func (l *Loop) commit(work context.Context, out []stream.Record, offsets map[stream.TopicPartition]int64) (time.Time, error) {
+func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offsets map[stream.TopicPartition]int64) (time.Time, error) {
 	// Taken after polling, so it carries the generation that owns the batch's partitions (KIP-447).
 	group, err := l.Consumer.GroupMetadata()
 	if err != nil {
@@ -286,6 +320,11 @@ func (l *Loop) commit(work context.Context, out []stream.Record, offsets map[str
 	for _, r := range out {
 		if err := l.Producer.Produce(work, r); err != nil {
 			return time.Time{}, l.classify("produce", err)
+		}
+	}
+	for _, r := range changelog {
+		if err := l.Producer.ProduceToPartition(work, r); err != nil {
+			return time.Time{}, l.classify("produce_changelog", err)
 		}
 	}
 	if l.AtLeastOnce {
@@ -332,6 +371,10 @@ func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) err
 	l.Metrics.aborted(ab.step)
 	l.Logger.Warn("transaction aborted; rewinding to committed offsets", "step", ab.step, "error", ab.err,
 		"consecutive_aborts", aborts+1)
+	if l.Dedupe != nil {
+		// The batch is read again, so the store goes back to what the committed changelog holds.
+		l.Dedupe.Aborted()
+	}
 	if l.open {
 		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
 		if err := l.retry(context.Background(), l.Producer.Abort); err != nil {
@@ -359,6 +402,22 @@ func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) err
 	}
 	l.sleep(ctx, l.backoff(aborts))
 	return nil
+}
+
+// dedupe drops the duplicates in a batch and dead-letters records without an identity; without a Deduplicator
+// every record is kept.
+func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, changelog []stream.Record, err error) {
+	if l.Dedupe == nil {
+		return in, nil, nil, nil
+	}
+	kept, rejected, changelog, err := l.Dedupe.Filter(work, in)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, r := range rejected {
+		dead = append(dead, l.deadLetter(r.Record, r.Err))
+	}
+	return kept, dead, changelog, nil
 }
 
 // transform applies the transform to every record. Failures (errors and panics) become dead-letter records; an

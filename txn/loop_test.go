@@ -12,6 +12,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
 )
@@ -52,6 +53,8 @@ func (c *fakeConsumer) Rewind(context.Context) error {
 
 func (c *fakeConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) { return c.group, nil }
 
+func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition { return nil }
+
 func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
 	c.committed = append(c.committed, o)
 	return nil
@@ -83,6 +86,14 @@ func (p *fakeProducer) Flush(context.Context) error            { return p.do("fl
 
 func (p *fakeProducer) Produce(_ context.Context, r stream.Record) error {
 	if err := p.do("produce"); err != nil {
+		return err
+	}
+	p.produced = append(p.produced, r)
+	return nil
+}
+
+func (p *fakeProducer) ProduceToPartition(_ context.Context, r stream.Record) error {
+	if err := p.do("produce_changelog"); err != nil {
 		return err
 	}
 	p.produced = append(p.produced, r)
@@ -358,4 +369,43 @@ func header(r stream.Record, key string) string {
 		}
 	}
 	return ""
+}
+
+// emptyChangelog restores nothing: every store starts empty.
+type emptyChangelog struct{}
+
+func (emptyChangelog) Restore(context.Context, string, int32, func(key, value []byte) error) (int, error) {
+	return 0, nil
+}
+
+// TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction: a duplicate produces nothing but its offset
+// is committed; the store's changes go to the changelog in the same transaction; when that transaction aborts,
+// the store forgets them, so the batch read again is judged afresh rather than as all duplicates.
+func TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dup := rec(0, 6)
+	dup.Key = []byte("k4") // the same identity as offset 4
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), dup}}, stop: cancel}
+	p := &fakeProducer{fail: map[string][]error{"commit": {classed(produce.Abortable, "transaction timed out")}}}
+	stage := &dedupe.Stage{ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: emptyChangelog{}}
+	l := &Loop{Consumer: c, Producer: p, Dedupe: stage, OutputTopic: "out", DeadLetterTopic: "dlq",
+		MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"init",
+		"begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit", "abort",
+		"begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit"}
+	if !slices.Equal(p.calls, want) {
+		t.Fatalf("calls\n got %v\nwant %v", p.calls, want)
+	}
+	if !slices.EqualFunc(p.offsets, []map[stream.TopicPartition]int64{{p0: 7}, {p0: 7}}, maps.Equal) {
+		t.Errorf("offsets %v: the duplicate's offset must be committed too", p.offsets)
+	}
+	for _, r := range p.produced[len(p.produced)-2:] {
+		if r.Topic != "in-changelog" || r.Partition != 0 || len(r.Value) != 8 {
+			t.Errorf("changelog record %+v: want topic in-changelog, partition 0 and an 8-byte timestamp", r)
+		}
+	}
 }

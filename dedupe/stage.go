@@ -1,0 +1,151 @@
+package dedupe
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/eosproc/eosproc/stream"
+)
+
+// Restorer reads one changelog partition from its beginning to its end with read_committed, handing each
+// record to apply; it returns how many it read.
+type Restorer interface {
+	Restore(ctx context.Context, topic string, partition int32, apply func(key, value []byte) error) (int, error)
+}
+
+// Stage is the de-duplication step of the loop: it holds one Store per assigned input partition, restores a
+// partition's store from its changelog before the partition's first record is judged, drops duplicates, and
+// returns the changelog records the batch's transaction must carry. The loop calls Committed or Aborted after
+// every batch it filtered, and Forget for partitions it lost, whose next owner restores them.
+//
+// The changelog of input topic T is the compacted topic ChangelogTopic(T); its partition p holds the store of T's
+// partition p. Writing it in the batch's transaction is what makes the store exactly once: a crash or an abort
+// rolls back the outputs, the offsets and the store together.
+type Stage struct {
+	Identity       IdentitySpec
+	Store          Config
+	ChangelogTopic func(inputTopic string) string
+	Restorer       Restorer
+	// Observer, when set, is told about restores and dropped duplicates (metrics).
+	Observer Observer
+
+	stores  map[stream.TopicPartition]*Store
+	touched map[stream.TopicPartition]*Store
+}
+
+// Observer receives what a Stage does, for metrics.
+type Observer interface {
+	Restored(tp stream.TopicPartition, records int, took time.Duration)
+	Dropped(tp stream.TopicPartition, duplicates int)
+	Entries(tp stream.TopicPartition, entries int)
+	Forgotten(tp stream.TopicPartition)
+}
+
+// Rejected is an input record without a usable identity; the loop dead-letters it with Err.
+type Rejected struct {
+	Record stream.Record
+	Err    error
+}
+
+// Filter returns the records of in that are not duplicates, the records without an identity, and the changelog
+// records (Topic and Partition set) that must be committed with the batch. An error (a restore failed) leaves no
+// trace in the stores; the loop aborts the batch.
+func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []Rejected, changelog []stream.Record, err error) {
+	if s.stores == nil {
+		s.stores = map[stream.TopicPartition]*Store{}
+		s.touched = map[stream.TopicPartition]*Store{}
+	}
+	dropped := map[stream.TopicPartition]int{}
+	kept = in[:0:0]
+	for _, r := range in {
+		tp := r.TopicPartition()
+		store, err := s.store(ctx, tp)
+		if err != nil {
+			s.Aborted()
+			return nil, nil, nil, err
+		}
+		id, err := s.Identity.Extract(r)
+		if err != nil {
+			rejected = append(rejected, Rejected{Record: r, Err: fmt.Errorf("de-duplication identity (%s): %w", s.Identity, err)})
+			continue
+		}
+		s.touched[tp] = store
+		if store.Seen(id, r.Timestamp) {
+			dropped[tp]++
+			continue
+		}
+		kept = append(kept, r)
+	}
+	for tp, store := range s.touched {
+		topic := s.ChangelogTopic(tp.Topic)
+		for _, m := range store.Changes() {
+			changelog = append(changelog, stream.Record{Topic: topic, Partition: tp.Partition, Key: m.Key(), Value: m.Value()})
+		}
+	}
+	if s.Observer != nil {
+		for tp, n := range dropped {
+			s.Observer.Dropped(tp, n)
+		}
+	}
+	return kept, rejected, changelog, nil
+}
+
+// store returns tp's store, restoring it from the changelog first if this instance does not hold it yet.
+func (s *Stage) store(ctx context.Context, tp stream.TopicPartition) (*Store, error) {
+	if st, ok := s.stores[tp]; ok {
+		return st, nil
+	}
+	st, err := NewStore(s.Store)
+	if err != nil {
+		return nil, err
+	}
+	topic := s.ChangelogTopic(tp.Topic)
+	start := time.Now()
+	n, err := s.Restorer.Restore(ctx, topic, tp.Partition, st.RestoreRecord)
+	if err != nil {
+		return nil, fmt.Errorf("restore de-duplication state of %s from %s[%d]: %w", tp, topic, tp.Partition, err)
+	}
+	s.stores[tp] = st
+	if s.Observer != nil {
+		s.Observer.Restored(tp, n, time.Since(start))
+		s.Observer.Entries(tp, st.Len())
+	}
+	return st, nil
+}
+
+// Committed makes the batch's changes part of the stores' committed state.
+func (s *Stage) Committed() {
+	for tp, st := range s.touched {
+		st.Commit()
+		if s.Observer != nil {
+			s.Observer.Entries(tp, st.Len())
+		}
+		delete(s.touched, tp)
+	}
+}
+
+// Aborted returns the stores to their committed state: the batch will be read again.
+func (s *Stage) Aborted() {
+	for tp, st := range s.touched {
+		st.Rollback()
+		delete(s.touched, tp)
+	}
+}
+
+// Forget drops the stores of partitions this instance no longer owns; if one comes back, it is restored again
+// from the changelog, which its owner in between may have extended.
+func (s *Stage) Forget(partitions []stream.TopicPartition) {
+	for _, tp := range partitions {
+		if st, ok := s.touched[tp]; ok {
+			st.Rollback()
+			delete(s.touched, tp)
+		}
+		if _, ok := s.stores[tp]; ok {
+			delete(s.stores, tp)
+			if s.Observer != nil {
+				s.Observer.Forgotten(tp)
+			}
+		}
+	}
+}
