@@ -46,6 +46,8 @@ fi
 # --- build tools -----------------------------------------------------------------------------------------------
 missing=()
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
+# The offline image (make image) copies the host's CA bundle, for TLS to the brokers from inside the container.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 command -v gcc >/dev/null || missing+=(gcc)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 

@@ -191,3 +191,28 @@ func waitBrokerAnswers(ctx context.Context, b *broker, brokers int) error {
 		return len(res.Nodes) == brokers, nil
 	})
 }
+
+// UpsertScramCredential creates or replaces user's SCRAM-SHA-512 credential, which a SASL listener of
+// Options.Listeners then accepts. It goes through the PLAINTEXT listener with the admin API (KRaft keeps SCRAM
+// credentials in its metadata log), so it works on the official image and the local one alike; the brokers
+// learn the credential from the metadata log within moments.
+func (c *Cluster) UpsertScramCredential(ctx context.Context, user, password string) error {
+	admin, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	res, err := admin.AlterUserScramCredentials(ctx, []kafka.UserScramCredentialUpsertion{{
+		User:                user,
+		ScramCredentialInfo: kafka.ScramCredentialInfo{Mechanism: kafka.ScramMechanismSHA512, Iterations: 4096},
+		Password:            []byte(password),
+	}}, nil)
+	if err == nil {
+		if e, ok := res.Errors[user]; ok && e.Code() != kafka.ErrNoError {
+			err = e
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("upsert SCRAM-SHA-512 credential of user %q: %w", user, err)
+	}
+	return nil
+}

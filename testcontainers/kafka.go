@@ -13,6 +13,7 @@
 package testcontainers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,7 @@ const ImageEnv = "KAFKA_IMAGE"
 const (
 	externalPort = "9092/tcp"
 	internalPort = 19092
+	extraPort    = 9094 // the first extra listener's container port; the next ones follow
 	controlPort  = 9093
 	clusterID    = "eosproc-test-cluster-A1"
 )
@@ -60,6 +62,20 @@ type Options struct {
 	BrokerConfig map[string]string
 	// StartupTimeout bounds how long the cluster may take to answer; default 3 minutes.
 	StartupTimeout time.Duration
+	// Listeners adds listeners to every broker beside INTERNAL and EXTERNAL (which stay PLAINTEXT, for the
+	// brokers and the harness), each advertised as localhost:<port> and found with ListenerBootstrapServers.
+	// Their settings go in BrokerConfig with the listener.name.<lower-case name>. prefix, the files those
+	// settings name (certificates, keys) in Files.
+	Listeners []Listener
+	// Files are written into every broker's container before it first starts: container path -> content. The
+	// directory must exist in the image (/tmp does in every image).
+	Files map[string][]byte
+}
+
+// Listener is an extra broker listener, e.g. {Name: "SECURE", Protocol: "SASL_SSL"}.
+type Listener struct {
+	Name     string // upper case, as in Kafka's listener names
+	Protocol string // PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
 }
 
 // Cluster is a running Kafka cluster. Its methods are safe for concurrent use.
@@ -77,6 +93,7 @@ type broker struct {
 	id        int
 	alias     string
 	hostPort  int
+	extra     map[string]int // host port of each extra listener, by name
 	container tc.Container
 }
 
@@ -128,7 +145,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("start kafka cluster: choose a host port for broker %d: %w", id, err)
 		}
-		b := &broker{id: id, alias: "kafka-" + strconv.Itoa(id), hostPort: port}
+		b := &broker{id: id, alias: "kafka-" + strconv.Itoa(id), hostPort: port, extra: map[string]int{}}
+		for _, l := range opts.Listeners {
+			if b.extra[l.Name], err = freeLoopbackPort(); err != nil {
+				return nil, fmt.Errorf("start kafka cluster: choose a host port for listener %s of broker %d: %w", l.Name, id, err)
+			}
+		}
 		c.brokers = append(c.brokers, b)
 		voters = append(voters, fmt.Sprintf("%d@%s:%d", id, b.alias, controlPort))
 	}
@@ -136,7 +158,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	started := time.Now()
 	for _, b := range c.brokers {
 		env := brokerEnv(b, n, strings.Join(voters, ","), opts)
-		if b.container, err = c.createBroker(ctx, b, env); err != nil {
+		if b.container, err = c.createBroker(ctx, b, env, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -196,6 +218,11 @@ func brokerEnv(b *broker, n int, voters string, opts Options) map[string]string 
 		"broker.session.timeout.ms":    "6000",
 		"broker.heartbeat.interval.ms": "1000",
 	}
+	for i, l := range opts.Listeners {
+		props["listeners"] += fmt.Sprintf(",%s://:%d", l.Name, extraPort+i)
+		props["advertised.listeners"] += fmt.Sprintf(",%s://localhost:%d", l.Name, b.extra[l.Name])
+		props["listener.security.protocol.map"] += fmt.Sprintf(",%s:%s", l.Name, l.Protocol)
+	}
 	for k, v := range opts.BrokerConfig {
 		props[k] = v
 	}
@@ -211,19 +238,33 @@ func propertyEnv(property string) string {
 	return "KAFKA_" + strings.ToUpper(r.Replace(property))
 }
 
-func (c *Cluster) createBroker(ctx context.Context, b *broker, env map[string]string) (tc.Container, error) {
+func (c *Cluster) createBroker(ctx context.Context, b *broker, env map[string]string, opts Options) (tc.Container, error) {
+	exposed := []string{externalPort}
+	bindings := network.PortMap{network.MustParsePort(externalPort): {{
+		HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(b.hostPort),
+	}}}
+	for i, l := range opts.Listeners {
+		port := strconv.Itoa(extraPort+i) + "/tcp"
+		exposed = append(exposed, port)
+		bindings[network.MustParsePort(port)] = []network.PortBinding{{
+			HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(b.extra[l.Name]),
+		}}
+	}
+	var files []tc.ContainerFile
+	for path, content := range opts.Files {
+		files = append(files, tc.ContainerFile{Reader: bytes.NewReader(content), ContainerFilePath: path, FileMode: 0o644})
+	}
 	req := tc.GenericContainerRequest{
 		ContainerRequest: tc.ContainerRequest{
 			Image:          c.image,
 			Name:           fmt.Sprintf("eosproc-%s-%s", b.alias, c.network.ID[:12]),
 			Env:            env,
-			ExposedPorts:   []string{externalPort},
+			ExposedPorts:   exposed,
 			Networks:       []string{c.network.Name},
 			NetworkAliases: map[string][]string{c.network.Name: {b.alias}},
+			Files:          files,
 			HostConfigModifier: func(hc *container.HostConfig) {
-				hc.PortBindings = network.PortMap{network.MustParsePort(externalPort): {{
-					HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(b.hostPort),
-				}}}
+				hc.PortBindings = bindings
 			},
 		},
 	}
@@ -251,6 +292,34 @@ func (c *Cluster) BootstrapServers() string {
 	addrs := make([]string, len(c.brokers))
 	for i, b := range c.brokers {
 		addrs[i] = b.address()
+	}
+	return strings.Join(addrs, ",")
+}
+
+// InternalBootstrapServers is the comma-separated list of every broker's address on the cluster's Docker
+// network (kafka-1:19092, ...): what a container joined to NetworkName uses.
+func (c *Cluster) InternalBootstrapServers() string {
+	addrs := make([]string, len(c.brokers))
+	for i, b := range c.brokers {
+		addrs[i] = fmt.Sprintf("%s:%d", b.alias, internalPort)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// NetworkName is the cluster's Docker network, for containers (a processor image) that reach the brokers at
+// InternalBootstrapServers.
+func (c *Cluster) NetworkName() string { return c.network.Name }
+
+// ListenerBootstrapServers is the comma-separated host address of the extra listener name (Options.Listeners)
+// on every broker.
+func (c *Cluster) ListenerBootstrapServers(name string) string {
+	addrs := make([]string, len(c.brokers))
+	for i, b := range c.brokers {
+		port, ok := b.extra[name]
+		if !ok {
+			panic(fmt.Sprintf("testcontainers: the cluster has no listener %q (Options.Listeners)", name))
+		}
+		addrs[i] = "localhost:" + strconv.Itoa(port)
 	}
 	return strings.Join(addrs, ",")
 }
