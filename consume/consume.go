@@ -499,12 +499,27 @@ func (c *Consumer) CommitOffsets(offsets map[stream.TopicPartition]int64) error 
 
 // Close leaves the group (a static member keeps its partitions until its session times out, so that a restart
 // gets them back without a rebalance) and closes the client.
+//
+// librdkafka's close waits for the group coordinator; after a broker was killed it has been seen to wait forever
+// with its assignment lost, which kept a fenced processor from exiting and being restarted. So Close gives up
+// after closeTimeout: the process is exiting, the OS frees what librdkafka holds, and the group expires the
+// member by its session timeout as it would for a crash.
 func (c *Consumer) Close() error {
-	if err := c.k.Close(); err != nil {
-		return fmt.Errorf("close consumer: %w", err)
+	done := make(chan error, 1)
+	go func() { done <- c.k.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("close consumer: %w", err)
+		}
+		return nil
+	case <-time.After(closeTimeout):
+		return fmt.Errorf("close consumer: not closed after %s (group coordinator unreachable?); leaving it to the session timeout", closeTimeout)
 	}
-	return nil
 }
+
+// closeTimeout bounds Close; see there.
+const closeTimeout = 10 * time.Second
 
 func toRecord(m *kafka.Message) stream.Record {
 	r := stream.Record{

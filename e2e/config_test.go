@@ -41,7 +41,10 @@ func TestBadConfigExitsTwoNamingTheVariable(t *testing.T) {
 		{name: "property without value", set: map[string]string{"PROCESSOR_KAFKA_PROPERTIES": "linger.ms"}, variable: "PROCESSOR_KAFKA_PROPERTIES"},
 		{name: "guarantee property overridden", set: map[string]string{"PROCESSOR_CONSUMER_PROPERTIES": "isolation.level=read_uncommitted"}, variable: "PROCESSOR_CONSUMER_PROPERTIES"},
 		{name: "message timeout above transaction timeout", set: map[string]string{"PROCESSOR_PRODUCER_PROPERTIES": "message.timeout.ms=120000"}, variable: "PROCESSOR_PRODUCER_PROPERTIES"},
+		{name: "bad de-duplication identity", set: map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "column:id"}, variable: "PROCESSOR_DEDUPE_IDENTITY"},
 		{name: "unknown log level", set: map[string]string{"PROCESSOR_LOG_LEVEL": "loud"}, variable: "PROCESSOR_LOG_LEVEL"},
+		{name: "misspelt name in a filter", set: map[string]string{"PROCESSOR_FILTER": `value.amount > 100 && vlaue.ok`}, variable: "PROCESSOR_FILTER: line 1, column 23: unknown name vlaue"},
+		{name: "route to a topic list it lacks", set: map[string]string{"PROCESSOR_ROUTE": `"x"`}, variable: "PROCESSOR_ROUTE_TOPICS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

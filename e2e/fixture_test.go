@@ -63,6 +63,7 @@ type fixtureOptions struct {
 	brokers          int
 	inputPartitions  int
 	outputPartitions int
+	kafka            testcontainers.Options // extra cluster options (listeners, files, broker config); brokers wins
 }
 
 func newFixture(t *testing.T, opts fixtureOptions) *fixture {
@@ -70,14 +71,23 @@ func newFixture(t *testing.T, opts fixtureOptions) *fixture {
 	if opts.brokers == 0 {
 		opts.brokers = 1
 	}
-	cluster := testcontainers.StartForTest(t, testcontainers.Options{Brokers: opts.brokers})
+	kafkaOpts := opts.kafka
+	kafkaOpts.Brokers = opts.brokers
+	cluster := testcontainers.StartForTest(t, kafkaOpts)
+	return fixtureOn(t, cluster, "", opts)
+}
+
+// fixtureOn is a fixture on a cluster shared with other tests: its topics and group carry name, so runs on one
+// cluster do not meet.
+func fixtureOn(t *testing.T, cluster *testcontainers.Cluster, name string, opts fixtureOptions) *fixture {
+	t.Helper()
 	logDir, err := os.MkdirTemp("", "eosproc-e2e-"+strings.ReplaceAll(t.Name(), "/", "_")+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{
 		t: t, cluster: cluster, bin: processorBinary(t), logDir: logDir,
-		input: "in", output: "out", dlq: "dlq", group: "e2e",
+		input: name + "in", output: name + "out", dlq: name + "dlq", group: name + "e2e",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

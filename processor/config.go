@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/eosproc/eosproc/dedupe"
 )
 
 // EnvPrefix starts every variable the processor reads.
@@ -49,13 +51,42 @@ type Config struct {
 	ConsumerProperties Properties `env:"CONSUMER_PROPERTIES" help:"librdkafka properties for the consumer only; override KAFKA_PROPERTIES."`
 	ProducerProperties Properties `env:"PRODUCER_PROPERTIES" help:"librdkafka properties for the producer only; override KAFKA_PROPERTIES. message.timeout.ms (default 3/4 of TRANSACTION_TIMEOUT) must stay below TRANSACTION_TIMEOUT."`
 
+	// Security: each variable maps onto one librdkafka property for every client; secrets can come from files
+	// (mounted Kubernetes Secrets) and are never shown in logs, -h, error messages or metrics.
+	SecurityProtocol   string        `env:"SECURITY_PROTOCOL" defaultDoc:"plaintext" help:"How clients reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl (librdkafka security.protocol). Must match the brokers' listener."`
+	SASLMechanism      string        `env:"SASL_MECHANISM" envDefault:"SCRAM-SHA-512" help:"SASL mechanism used when SASL_USERNAME is set: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (sasl.mechanism)."`
+	SASLUsername       string        `env:"SASL_USERNAME" help:"SASL user name (sasl.username); needs SECURITY_PROTOCOL sasl_ssl or sasl_plaintext."`
+	SASLPassword       Secret        `env:"SASL_PASSWORD" help:"SASL password (sasl.password). Never shown; prefer SASL_PASSWORD_FILE."`
+	SASLPasswordFile   string        `env:"SASL_PASSWORD_FILE" help:"File holding the SASL password, e.g. a mounted Kubernetes Secret; one trailing newline is ignored. Instead of SASL_PASSWORD."`
+	TLSCAFile          string        `env:"TLS_CA_FILE" defaultDoc:"system CA store" help:"PEM file with the CA certificates that signed the brokers' certificates (ssl.ca.location)."`
+	TLSCertFile        string        `env:"TLS_CERT_FILE" help:"PEM client certificate, for brokers that authenticate clients by TLS (ssl.certificate.location). Needs TLS_KEY_FILE."`
+	TLSKeyFile         string        `env:"TLS_KEY_FILE" help:"PEM private key of TLS_CERT_FILE (ssl.key.location)."`
+	TLSKeyPassword     Secret        `env:"TLS_KEY_PASSWORD" help:"Password of an encrypted TLS_KEY_FILE (ssl.key.password). Never shown; prefer TLS_KEY_PASSWORD_FILE."`
+	TLSKeyPasswordFile string        `env:"TLS_KEY_PASSWORD_FILE" help:"File holding the TLS key password. Instead of TLS_KEY_PASSWORD."`
+	AuthFailureTimeout time.Duration `env:"AUTH_FAILURE_TIMEOUT" envDefault:"30s" help:"How long the brokers may keep refusing authentication or the TLS handshake, before the processor has ever got through, until it exits 1 saying what to check. It is also the shortest life of a misconfigured replica, so a supervisor restarting it cannot hammer the brokers."`
+
 	Backpressure            bool    `env:"BACKPRESSURE_ENABLED" envDefault:"true" help:"Rate-limit each input partition from the measured batch processing time, so a slow transform settles at the rate it sustains instead of stretching batches (Spark: spark.streaming.backpressure.enabled)."`
 	BackpressureInitialRate float64 `env:"BACKPRESSURE_INITIAL_RATE" defaultDoc:"100 per partition" help:"Total records/s before the first batch is measured (Spark: spark.streaming.backpressure.initialRate)."`
 	BackpressureMinRate     float64 `env:"BACKPRESSURE_MIN_RATE_PER_PARTITION" envDefault:"1" help:"Records/s every lagging partition gets at least, so none starves (Spark: spark.streaming.kafka.minRatePerPartition)."`
 	BackpressureMaxRate     float64 `env:"BACKPRESSURE_MAX_RATE_PER_PARTITION" defaultDoc:"no cap" help:"Records/s no partition exceeds (Spark: spark.streaming.kafka.maxRatePerPartition)."`
 
+	DedupeIdentity   string        `env:"DEDUPE_IDENTITY" help:"Turns on exactly-once de-duplication and says where a record's identity is: key, header:<name> or json:<field.path>. Records with one identity must be in one input partition (keyed by it upstream). State is kept in the compacted topics <APP_ID>-dedupe-<input topic>, created when missing."`
+	DedupeWindow     time.Duration `env:"DEDUPE_WINDOW" envDefault:"1h" help:"A record is dropped when its identity was seen at most this long before (by record timestamp)."`
+	DedupeMaxEntries int           `env:"DEDUPE_MAX_ENTRIES" envDefault:"100000" help:"Identities kept per input partition (about 112 bytes each); beyond it the oldest are forgotten first."`
+
+	// Transform stages (docs/transforms.md), applied in this order to each record; each is an expression
+	// (expr-lang/expr) over value, key, headers, topic, partition, offset and timestamp, compiled at start.
+	Filter      string   `env:"FILTER" help:"Keeps the records for which this expression is true, e.g. value.status == \"paid\"; the others produce nothing (their offsets are committed all the same)."`
+	Map         string   `env:"MAP" help:"Builds the new value, written as JSON, e.g. {\"id\": value.id, \"cents\": int(round(value.amount * 100))}."`
+	Key         string   `env:"KEY" help:"Computes the output key, hence its partition, e.g. value.customer. A string, number or boolean; nil for no key."`
+	HeadersSet  string   `env:"HEADERS_SET" help:"Sets headers: a map of name to value, e.g. {\"region\": value.country}; a nil value removes the header."`
+	HeadersDrop []string `env:"HEADERS_DROP" help:"Comma-separated header names to remove."`
+	Route       string   `env:"ROUTE" help:"Chooses each record's output topic, e.g. value.amount > 1000 ? \"orders-large\" : \"orders\". A topic outside ROUTE_TOPICS and OUTPUT_TOPIC dead-letters the record."`
+	RouteTopics []string `env:"ROUTE_TOPICS" help:"Comma-separated topics ROUTE may choose besides OUTPUT_TOPIC. Required with ROUTE."`
+
 	TestFailHeader    string        `env:"TEST_FAIL_HEADER" help:"Testing only: a record carrying a header with this name fails the transform, so it is dead-lettered."`
 	TestCostPerRecord time.Duration `env:"TEST_COST_PER_RECORD" help:"Testing only: time the transform spends per record, to simulate slow processing."`
+	TestAbortRatio    float64       `env:"TEST_ABORT_RATIO" help:"Testing only: share of transactions (0 to 1) aborted on purpose just before commit, as fault tests do."`
 }
 
 // Properties are librdkafka properties, written key=value;key=value in the environment.
@@ -72,6 +103,9 @@ func (p *Properties) UnmarshalText(text []byte) error {
 		k, v, ok := strings.Cut(entry, "=")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
+			if looksSecret(entry) {
+				return fmt.Errorf("an entry that may hold a secret (not shown) is not key=value (write key=value;key=value)")
+			}
 			return fmt.Errorf("entry %q is not key=value (write key=value;key=value)", entry)
 		}
 		m[k] = strings.TrimSpace(v)
@@ -179,7 +213,11 @@ func parseProblems(err error, vars map[string]string) []string {
 		case reflect.TypeFor[bool]():
 			what = "not true or false"
 		}
-		out = append(out, fmt.Sprintf("%s=%q: %s", name, vars[name], what))
+		value := vars[name]
+		if f.typ == reflect.TypeFor[Secret]() || looksSecret(value) {
+			value = redacted
+		}
+		out = append(out, fmt.Sprintf("%s=%q: %s", name, value, what))
 	}
 	return out
 }
@@ -210,6 +248,9 @@ func (c *Config) resolve() error {
 	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = c.AppID + "-dlq"
+	}
+	if problems := c.resolveSecretFiles(); len(problems) > 0 {
+		return &ConfigError{Problems: problems}
 	}
 	return c.validate()
 }
@@ -257,6 +298,15 @@ func (c *Config) validate() error {
 	if c.BackpressureMaxRate > 0 && c.BackpressureMaxRate < c.BackpressureMinRate {
 		bad("BACKPRESSURE_MAX_RATE_PER_PARTITION", "%g is below PROCESSOR_BACKPRESSURE_MIN_RATE_PER_PARTITION (%g)", c.BackpressureMaxRate, c.BackpressureMinRate)
 	}
+	if c.DedupeIdentity != "" {
+		if _, err := dedupe.ParseIdentitySpec(c.DedupeIdentity); err != nil {
+			bad("DEDUPE_IDENTITY", "%q: %v", c.DedupeIdentity, err)
+		}
+	}
+	p = append(p, c.stageProblems()...)
+	if c.TestAbortRatio < 0 || c.TestAbortRatio >= 1 {
+		bad("TEST_ABORT_RATIO", "%g: must be at least 0 and below 1", c.TestAbortRatio)
+	}
 	if c.TestCostPerRecord < 0 {
 		bad("TEST_COST_PER_RECORD", "%s: must not be negative", c.TestCostPerRecord)
 	}
@@ -289,6 +339,7 @@ func (c *Config) validate() error {
 	} else if mt >= c.TransactionTimeout {
 		bad(key, "message.timeout.ms (%s) must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a record still retrying after the broker aborted its transaction fails the producer", mt, c.TransactionTimeout)
 	}
+	c.validateSecurity(bad)
 	if len(p) > 0 {
 		slices.Sort(p)
 		return &ConfigError{Problems: p}
@@ -320,15 +371,27 @@ func (c *Config) messageTimeout() (d time.Duration, key string, err error) {
 	return d, key, nil
 }
 
-// clientProperties merges the shared properties with one client's, without the message timeout, which is passed
-// on its own.
-func clientProperties(shared, own Properties) map[string]string {
+// clientDefaults are librdkafka defaults the processor changes; any layer may override them.
+//
+// reconnect.backoff.ms: librdkafka is meant to double the pause between connection attempts up to
+// reconnect.backoff.max.ms, but a connection that fails in the TLS handshake (an untrusted certificate) is
+// retried at the initial pause again and again: measured here, 10 to 11 handshakes a second per client at
+// librdkafka's 100 ms, about 1 a second at 1000 ms. Until PROCESSOR_AUTH_FAILURE_TIMEOUT ends such a process, the
+// initial pause is what a misconfigured replica costs the brokers. A second costs at most that much extra after
+// a broker restart, which takes longer than that anyway.
+var clientDefaults = Properties{"reconnect.backoff.ms": "1000"}
+
+// clientProperties merges layers of properties, later ones winning (security variables, then the shared
+// properties, then one client's), without the message timeout, which is passed on its own.
+func clientProperties(layers ...Properties) map[string]string {
 	m := map[string]string{}
-	for k, v := range shared {
+	for k, v := range clientDefaults {
 		m[k] = v
 	}
-	for k, v := range own {
-		m[k] = v
+	for _, layer := range layers {
+		for k, v := range layer {
+			m[k] = v
+		}
 	}
 	delete(m, "message.timeout.ms")
 	delete(m, "delivery.timeout.ms")
@@ -355,6 +418,9 @@ func (c Config) LogValue() map[string]any {
 				}
 			}
 			v = red
+		}
+		if s, ok := v.(Secret); ok {
+			v = s.String()
 		}
 		if d, ok := v.(time.Duration); ok {
 			v = d.String()

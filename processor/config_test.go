@@ -22,6 +22,8 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 		MaxBatchRecords: 10000, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
 		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
+		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
+		SASLMechanism: "SCRAM-SHA-512", AuthFailureTimeout: 30 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)

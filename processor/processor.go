@@ -24,8 +24,10 @@ import (
 	"github.com/eosproc/eosproc/txn"
 )
 
-// Run runs the processor with transform (nil: stream.Identity) until ctx is cancelled, which is a clean stop
-// (nil), or a fatal error. Invalid configuration is a *ConfigError. log nil means slog.Default().
+// Run runs the processor with transform until ctx is cancelled, which is a clean stop (nil), or a fatal error.
+// Invalid configuration is a *ConfigError. A nil transform means the stages cfg sets (Filter, Map, Key,
+// HeadersSet, HeadersDrop, Route) or, with none, stream.Identity; a program with its own transform leaves the
+// stages unset. log nil means slog.Default().
 func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.Logger) error {
 	if err := cfg.resolve(); err != nil {
 		return err
@@ -33,13 +35,25 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	if log == nil {
 		log = slog.Default()
 	}
-	if transform == nil {
+	staged, err := cfg.stagesTransform()
+	if err != nil {
+		return err
+	}
+	switch {
+	case transform != nil && staged != nil:
+		// Running one and silently ignoring the other would surprise whoever set them; composing them would
+		// hide an order the caller should choose in Go.
+		return &ConfigError{Problems: []string{"transform stages (PROCESSOR_FILTER, _MAP, _KEY, _HEADERS_SET, _HEADERS_DROP, _ROUTE) are set, but Run was given its own transform: use one or the other"}}
+	case staged != nil:
+		transform = staged
+	case transform == nil:
 		transform = stream.Identity
 	}
 	transform = withTestKnobs(transform, cfg.TestFailHeader, cfg.TestCostPerRecord)
 	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
 	transactionalID := cfg.AppID + "-" + cfg.InstanceID
 	exactlyOnce := cfg.ProcessingGuarantee == "exactly_once"
+	watch := &authWatch{}
 
 	// The HTTP port is taken first: a port in use is a plain start-up error, better found before joining the group.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -52,8 +66,9 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		TransactionTimeout: cfg.TransactionTimeout,
 		MessageTimeout:     msgTimeout,
 		GroupID:            cfg.GroupID,
-		Properties:         clientProperties(cfg.KafkaProperties, cfg.ProducerProperties),
+		Properties:         clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ProducerProperties),
 		Logger:             log,
+		OnError:            watch.observe,
 	}
 	if exactlyOnce {
 		pcfg.TransactionalID = transactionalID
@@ -74,8 +89,9 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		// A batch may take an interval to assemble and a transaction timeout to commit; the member must not be
 		// thrown out of the group meanwhile, or its offsets are refused and the batch is redone.
 		MaxPollInterval: max(5*time.Minute, 2*cfg.TransactionTimeout+cfg.BatchInterval),
-		Properties:      clientProperties(cfg.KafkaProperties, cfg.ConsumerProperties),
+		Properties:      clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties),
 		Logger:          log,
+		OnError:         watch.observe,
 	})
 	if err != nil {
 		ln.Close()
@@ -95,6 +111,12 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",
 	}, func() float64 { return float64(consumer.OffsetResets()) }))
 
+	dedupeStage, err := newDedupe(ctx, cfg, reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
 	loop := &txn.Loop{
 		Consumer:        consumer,
 		Producer:        producer,
@@ -102,6 +124,8 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		OutputTopic:     cfg.OutputTopic,
 		DeadLetterTopic: cfg.DeadLetterTopic,
 		Budgeter:        newRateControl(cfg, reg),
+		Dedupe:          dedupeStage,
+		TestAbortRatio:  cfg.TestAbortRatio,
 		Interval:        cfg.BatchInterval,
 		MaxRecords:      cfg.MaxBatchRecords,
 		AtLeastOnce:     !exactlyOnce,
@@ -125,7 +149,21 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	}()
 
 	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
-	err = loop.Run(ctx)
+	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
+	// instead of being retried forever; see authWatch.
+	runCtx, failRun := context.WithCancelCause(ctx)
+	defer failRun(nil)
+	connected := func() bool {
+		if exactlyOnce {
+			return loop.Initialized()
+		}
+		return len(consumer.Assigned()) > 0
+	}
+	go watch.run(runCtx, cfg.AuthFailureTimeout, time.Second, connected, failRun)
+	err = loop.Run(runCtx)
+	if err == nil && ctx.Err() == nil && runCtx.Err() != nil {
+		err = context.Cause(runCtx)
+	}
 	if err != nil {
 		return explain(err, transactionalID, cfg)
 	}

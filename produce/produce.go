@@ -66,6 +66,13 @@ type Producer struct {
 	// late report for a record of an aborted transaction (purged by the abort) is not blamed on the next one.
 	epoch       uint64
 	deliveryErr error
+
+	// Reused for every record, by the loop's goroutine only: the client copies key, value, headers and opaque
+	// into librdkafka (RD_KAFKA_MSG_F_COPY) before Produce returns and keeps no reference to the message, so a
+	// fresh message, header slice, topic string and boxed epoch per record would be garbage made for nothing.
+	msg    kafka.Message
+	topics map[string]*string // the TopicPartition.Topic pointer per topic
+	opaque any                // epoch, boxed once per transaction
 }
 
 // New creates the producer and starts draining its delivery reports and logs. Call InitTransactions before
@@ -108,6 +115,7 @@ func New(cfg Config) (*Producer, error) {
 		errLog:        &rdkafka.ErrorLog{Log: log},
 		onError:       cfg.OnError,
 		drained:       make(chan struct{}),
+		topics:        map[string]*string{},
 	}
 	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
 	go p.drain()
@@ -174,6 +182,7 @@ func (p *Producer) Begin() error {
 	p.mu.Lock()
 	p.epoch++
 	p.deliveryErr = nil
+	p.opaque = p.epoch
 	p.mu.Unlock()
 	if !p.transactional {
 		return nil
@@ -193,19 +202,24 @@ func (p *Producer) ProduceToPartition(ctx context.Context, r stream.Record) erro
 }
 
 func (p *Producer) produce(ctx context.Context, r stream.Record, partition int32) error {
-	p.mu.Lock()
-	epoch := p.epoch
-	p.mu.Unlock()
-	topic := r.Topic
-	msg := &kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: partition},
+	topic, ok := p.topics[r.Topic]
+	if !ok {
+		name := r.Topic
+		topic = &name
+		p.topics[name] = topic
+	}
+	msg := &p.msg
+	headers := msg.Headers[:0]
+	for _, h := range r.Headers {
+		headers = append(headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	*msg = kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: topic, Partition: partition},
 		Key:            r.Key,
 		Value:          r.Value,
 		Timestamp:      r.Timestamp,
-		Opaque:         epoch,
-	}
-	for _, h := range r.Headers {
-		msg.Headers = append(msg.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+		Opaque:         p.opaque, // written only by Begin, on this goroutine
+		Headers:        headers,
 	}
 	for {
 		p.pending.Add(1)
@@ -216,12 +230,12 @@ func (p *Producer) produce(ctx context.Context, r stream.Record, partition int32
 		p.pending.Add(-1)
 		var ke kafka.Error
 		if !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
-			return p.produceError(topic, err)
+			return p.produceError(r.Topic, err)
 		}
 		// The queue drains as the broker acknowledges; give it a moment instead of spinning.
 		p.k.Flush(50)
 		if ctx.Err() != nil {
-			return &Error{Op: "produce to " + topic, Class: Abortable, Err: context.Cause(ctx)}
+			return &Error{Op: "produce to " + r.Topic, Class: Abortable, Err: context.Cause(ctx)}
 		}
 	}
 }

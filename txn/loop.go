@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -119,6 +120,8 @@ type Loop struct {
 	// ShutdownTimeout bounds how long the batch in flight may take to finish after the context is cancelled;
 	// past it the batch is aborted. A commit already started is not interrupted (librdkafka cannot be).
 	ShutdownTimeout time.Duration
+	// TestAbortRatio, for fault tests only, is the share of transactions aborted on purpose just before commit.
+	TestAbortRatio float64
 	// MinBackoff and MaxBackoff bound the exponential pause after an aborted batch or a retriable error.
 	MinBackoff time.Duration // 100ms
 	MaxBackoff time.Duration // 10s
@@ -343,6 +346,11 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 	if err := l.retry(work, func() error { return l.Producer.SendOffsets(work, offsets, group) }); err != nil {
 		return time.Time{}, l.classify("send_offsets", err)
 	}
+	if l.TestAbortRatio > 0 && rand.Float64() < l.TestAbortRatio {
+		// Everything is written and the offsets are in the transaction: the worst moment to abort, which is why
+		// the fault tests abort here.
+		return time.Time{}, &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
+	}
 	commitStart := time.Now()
 	// Not bounded by work: commit waits as long as the transaction may live, and giving up on a retriable commit
 	// would leave its outcome unknown. The broker's transaction timeout bounds it.
@@ -424,6 +432,8 @@ func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, cha
 // error is returned only when the work context ended, since a transform failing because we are out of time says
 // nothing about the record.
 func (l *Loop) transform(work context.Context, in []stream.Record) (out, dead []stream.Record, err error) {
+	// Most transforms emit one record per input: sized once instead of regrown (and recopied) ~log2(n) times.
+	out = make([]stream.Record, 0, len(in))
 	for _, r := range in {
 		res, terr := l.apply(work, r)
 		if terr != nil {

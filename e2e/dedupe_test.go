@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/kafkatest"
+)
+
+// dedupeInput writes the identities [first, first+n) of a phase, each once, plus dups duplicates of identities
+// drawn from [0, first+n): records with the same key and value in the same partition, as a retrying upstream
+// producer would leave them. Duplicates of earlier phases' identities test state that survived kills and moves.
+func dedupeInput(ctx context.Context, t *testing.T, f *fixture, rng *rand.Rand, first, n, dups int) {
+	t.Helper()
+	msgs := kafkatest.Records(f.input, 6, first, n, 100)
+	for range dups {
+		i := rng.IntN(first + n)
+		dup := kafkatest.Records(f.input, 6, i, 1, 100)[0]
+		// A duplicate of this phase's identity goes after its original; one of an older identity anywhere.
+		at := rng.IntN(len(msgs) + 1)
+		if i >= first {
+			at = i - first + 1 + rng.IntN(len(msgs)-(i-first))
+		}
+		msgs = append(msgs[:at], append([]*kafka.Message{dup}, msgs[at:]...)...)
+	}
+	p, err := kafkatest.NewProducer(ctx, f.cluster.BootstrapServers(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Send(ctx, msgs, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves feeds 60,000 records of which 20% repeat an identity,
+// spread over two phases, to two replicas with de-duplication by key. One replica is SIGKILLed and restarted
+// three times and the other is stopped for good, so its partitions, and their state, move to the first: the
+// output must hold exactly one record per identity.
+func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 6, outputPartitions: 6})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+
+	const perPhase, dupsPerPhase = 24_000, 6_000 // 48,000 identities, 12,000 duplicates: 20% of 60,000
+	dedupeInput(ctx, t, f, rng, 0, perPhase, dupsPerPhase)
+	extra := map[string]string{
+		"PROCESSOR_DEDUPE_IDENTITY":      "key",
+		"PROCESSOR_MAX_BATCH_RECORDS":    "2000",
+		"PROCESSOR_TEST_COST_PER_RECORD": "100us",
+	}
+	killed := f.start("d0", extra)
+	leaver := f.start("d1", extra)
+
+	f.waitProgress(ctx, 20_000)
+	if err := killed.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed = f.start("d0", extra)
+	t.Log("kill 1 of d0")
+	dedupeInput(ctx, t, f, rng, perPhase, perPhase, dupsPerPhase)
+	f.waitProgress(ctx, 30_000)
+	if err := killed.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed = f.start("d0", extra)
+	t.Log("kill 2 of d0")
+	f.waitProgress(ctx, 20_000)
+	if code, err := leaver.Stop(45 * time.Second); err != nil || code != 0 {
+		t.Fatalf("stop d1: exit %d, %v", code, err)
+	}
+	t.Log("d1 stopped for good: its partitions and their state move to d0")
+	f.waitProgress(ctx, 10_000)
+	if err := killed.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed = f.start("d0", extra)
+	t.Log("kill 3 of d0")
+	f.waitCaughtUp(ctx)
+	dropped, err := killed.Metric(ctx, "eosproc_dedupe_duplicates_dropped_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.stopAll()
+
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perKey := map[string]int{}
+	total := 0
+	for _, msgs := range out {
+		for _, m := range msgs {
+			perKey[string(m.Key)]++
+			total++
+		}
+	}
+	var missing, repeated []string
+	for i := range 2 * perPhase {
+		key := "key-" + strconv.Itoa(i)
+		switch perKey[key] {
+		case 1:
+		case 0:
+			missing = append(missing, key)
+		default:
+			repeated = append(repeated, fmt.Sprintf("%s x%d", key, perKey[key]))
+		}
+	}
+	t.Logf("outputs %d for %d identities (inputs %d); duplicates dropped by the last run of d0: %.0f",
+		total, 2*perPhase, 2*(perPhase+dupsPerPhase), dropped)
+	if len(missing) > 0 || len(repeated) > 0 || total != 2*perPhase {
+		t.Fatalf("want exactly one output per identity: %d outputs, %d identities missing (e.g. %s), %d repeated (e.g. %s)",
+			total, len(missing), strings.Join(first(missing, 3), ", "), len(repeated), strings.Join(first(repeated, 3), ", "))
+	}
+	if dlq, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq); err != nil || len(dlq[0]) != 0 {
+		t.Fatalf("dead-letter topic: %d records, %v; want none", len(dlq[0]), err)
+	}
+}
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }

@@ -1,0 +1,99 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eosproc/eosproc/dedupe"
+	"github.com/eosproc/eosproc/stream"
+	"github.com/eosproc/eosproc/txn"
+)
+
+// changelogTopic names the compacted topic holding the de-duplication state of one input topic.
+func changelogTopic(appID, input string) string { return appID + "-dedupe-" + input }
+
+// newDedupe builds the de-duplication stage, creating the changelog topics when missing; a nil interface (not a
+// nil *Stage, which the loop would call) when PROCESSOR_DEDUPE_IDENTITY is not set.
+func newDedupe(ctx context.Context, cfg Config, reg prometheus.Registerer) (txn.Deduplicator, error) {
+	if cfg.DedupeIdentity == "" {
+		return nil, nil
+	}
+	spec, err := dedupe.ParseIdentitySpec(cfg.DedupeIdentity)
+	if err != nil {
+		return nil, err // validated with the rest of the config
+	}
+	clientCfg := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers}
+	for k, v := range clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties) {
+		clientCfg[k] = v
+	}
+	admin, err := kafka.NewAdminClient(&clientCfg)
+	if err != nil {
+		return nil, fmt.Errorf("de-duplication: create admin client: %w", err)
+	}
+	defer admin.Close()
+	changelogOf := func(input string) string { return changelogTopic(cfg.AppID, input) }
+	if err := dedupe.EnsureChangelogs(ctx, admin, cfg.InputTopics, changelogOf); err != nil {
+		return nil, err
+	}
+	return &dedupe.Stage{
+		Identity:       spec,
+		Store:          dedupe.Config{Window: cfg.DedupeWindow, MaxEntries: cfg.DedupeMaxEntries},
+		ChangelogTopic: changelogOf,
+		Restorer:       &dedupe.KafkaRestorer{Config: clientCfg},
+		Observer:       newDedupeMetrics(reg),
+	}, nil
+}
+
+// dedupeMetrics exports what the stage does. Labels are topic and partition, never identities.
+type dedupeMetrics struct {
+	dropped  *prometheus.CounterVec
+	entries  *prometheus.GaugeVec
+	restored prometheus.Counter
+	restore  prometheus.Histogram
+}
+
+func newDedupeMetrics(reg prometheus.Registerer) *dedupeMetrics {
+	m := &dedupeMetrics{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eosproc_dedupe_duplicates_dropped_total", Help: "Input records dropped because their identity was seen within the window (counted when judged; an aborted batch is judged again).",
+		}, []string{"topic", "partition"}),
+		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eosproc_dedupe_entries", Help: "Identities held per assigned input partition.",
+		}, []string{"topic", "partition"}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eosproc_dedupe_restored_records_total", Help: "Changelog records read to restore de-duplication state.",
+		}),
+		restore: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eosproc_dedupe_restore_duration_seconds", Help: "Time to restore one partition's de-duplication state from its changelog.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+	}
+	reg.MustRegister(m.dropped, m.entries, m.restored, m.restore)
+	return m
+}
+
+func labels(tp stream.TopicPartition) []string {
+	return []string{tp.Topic, strconv.Itoa(int(tp.Partition))}
+}
+
+func (m *dedupeMetrics) Restored(_ stream.TopicPartition, records int, took time.Duration) {
+	m.restored.Add(float64(records))
+	m.restore.Observe(took.Seconds())
+}
+
+func (m *dedupeMetrics) Dropped(tp stream.TopicPartition, n int) {
+	m.dropped.WithLabelValues(labels(tp)...).Add(float64(n))
+}
+
+func (m *dedupeMetrics) Entries(tp stream.TopicPartition, n int) {
+	m.entries.WithLabelValues(labels(tp)...).Set(float64(n))
+}
+
+func (m *dedupeMetrics) Forgotten(tp stream.TopicPartition) {
+	m.entries.DeleteLabelValues(labels(tp)...)
+}
