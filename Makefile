@@ -73,7 +73,7 @@ dedupe-restore: setup
 	$(WITH_KAFKA_IMAGE) go run ./bench/dedupe-restore
 
 # Throughput, latency, CPU and memory of the processor beside the broker's own ceiling, in one run on a single
-# broker (about 15 minutes on 2 cores); the table goes to stdout, docs/benchmarks.json and docs/benchmarks.svg.
+# broker (5 to 15 minutes on 2 cores, by load); the table goes to stdout, docs/benchmarks.json and docs/benchmarks.svg.
 bench: setup
 	$(WITH_KAFKA_IMAGE) go run ./bench/processor
 

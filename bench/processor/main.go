@@ -1,0 +1,167 @@
+// Command processor measures the real processor binary against the broker's own ceiling, side by side in one
+// run on a fresh single-broker Kafka (6 partitions), because absolute figures on a shared machine drift between
+// runs while ratios taken minutes apart hold:
+//
+//   - the ceiling: Kafka's ProducerPerformance (which also pre-loads the backlogs) and ConsumerPerformance run
+//     inside the broker's container from the broker's own jars, and a plain librdkafka consume and
+//     consume-then-produce copy (no transactions) through the same Go client the processor uses;
+//   - throughput of the processor draining each backlog (100-byte and 1 KB records), exactly_once and
+//     at_least_once, 100 ms and 1 s batches, with its CPU seconds and peak RSS read from /proc;
+//   - end-to-end latency (producer timestamp to visible to a read_committed reader) at half the measured maximum.
+//
+// It prints a markdown table, and writes every figure as JSON and a plot of throughput and latency over time as
+// SVG. `make bench` runs it; docs/benchmarks.md keeps the latest results.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	tclog "github.com/testcontainers/testcontainers-go/log"
+
+	"github.com/eosproc/eosproc/internal/procrun"
+	"github.com/eosproc/eosproc/testcontainers"
+)
+
+const partitions = 6
+
+// options are the benchmark's knobs; the defaults keep `make bench` within about 15 minutes on 2 cores.
+type options struct {
+	smallRecords  int // backlog of 100-byte records
+	largeRecords  int // backlog of 1 KB records
+	maxBatchSmall int // PROCESSOR_MAX_BATCH_RECORDS for 100-byte records
+	maxBatchLarge int // and for 1 KB records
+	latencyFor    time.Duration
+	latencyWarmup time.Duration
+	jsonPath      string
+	svgPath       string
+	extraEnv      map[string]string // added to every processor run's environment, to compare settings
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.smallRecords, "small", 2_000_000, "backlog of 100-byte records")
+	flag.IntVar(&o.largeRecords, "large", 400_000, "backlog of 1 KB records")
+	flag.IntVar(&o.maxBatchSmall, "max-batch-small", 20_000, "PROCESSOR_MAX_BATCH_RECORDS with 100-byte records")
+	flag.IntVar(&o.maxBatchLarge, "max-batch-large", 20_000, "PROCESSOR_MAX_BATCH_RECORDS with 1 KB records")
+	flag.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long each latency run generates records")
+	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 5*time.Second, "first part of a latency run left out of the figures")
+	flag.StringVar(&o.jsonPath, "json", "docs/benchmarks.json", "where every figure is written")
+	flag.StringVar(&o.svgPath, "svg", "docs/benchmarks.svg", "where the plot is written")
+	o.extraEnv = map[string]string{}
+	flag.Func("env", "NAME=VALUE added to every processor run's environment (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
+		func(s string) error {
+			k, v, ok := strings.Cut(s, "=")
+			if !ok {
+				return fmt.Errorf("%q is not NAME=VALUE", s)
+			}
+			o.extraEnv[k] = v
+			return nil
+		})
+	flag.Parse()
+	tclog.SetDefault(tclog.NewNoopLogger())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// workload is one record size with its pre-loaded backlog.
+type workload struct {
+	name     string // "100 B", "1 KB"
+	size     int
+	records  int
+	topic    string
+	maxBatch int
+}
+
+func run(ctx context.Context, o options) error {
+	began := time.Now()
+	res := &Results{Started: began, Machine: describeMachine()}
+	step("starting a single-broker Kafka (%s)", testcontainers.Image())
+	cluster, err := testcontainers.Start(ctx, testcontainers.Options{})
+	if err != nil {
+		return err
+	}
+	defer cluster.Terminate(context.WithoutCancel(ctx))
+	res.Machine.KafkaImage = cluster.Image()
+	b := &bench{cluster: cluster, opts: o, res: res}
+
+	workDir, err := os.MkdirTemp("", "eosproc-bench-")
+	if err != nil {
+		return err
+	}
+	step("building the processor binary (logs in %s)", workDir)
+	if b.bin, err = procrun.Build(ctx, workDir); err != nil {
+		return err
+	}
+	b.workDir = workDir
+	if err := cluster.CreateTopic(ctx, "bench-dlq", 1, 1, nil); err != nil {
+		return err
+	}
+
+	loads := []workload{
+		{name: "100 B", size: 100, records: o.smallRecords, topic: "bench-in-100", maxBatch: o.maxBatchSmall},
+		{name: "1 KB", size: 1024, records: o.largeRecords, topic: "bench-in-1k", maxBatch: o.maxBatchLarge},
+	}
+	// Ceilings first: ProducerPerformance is also what writes the backlogs the processor drains afterwards.
+	for _, w := range loads {
+		if err := b.ceilings(ctx, w); err != nil {
+			return err
+		}
+	}
+	for _, w := range loads {
+		for _, interval := range []time.Duration{100 * time.Millisecond, time.Second} {
+			// The two guarantees back to back, so the drift of a shared machine hits both alike.
+			for _, mode := range []string{"exactly_once", "at_least_once"} {
+				if err := b.throughput(ctx, w, mode, interval); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, interval := range []time.Duration{100 * time.Millisecond, time.Second} {
+		for _, mode := range []string{"exactly_once", "at_least_once"} {
+			if err := b.latency(ctx, loads[0], mode, interval); err != nil {
+				return err
+			}
+		}
+	}
+	res.Took = time.Since(began).Round(time.Second).String()
+	res.computeRatios()
+
+	fmt.Println()
+	res.writeMarkdown(os.Stdout)
+	for path, write := range map[string]func(string) error{o.jsonPath: res.writeJSON, o.svgPath: res.writeSVG} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := write(path); err != nil {
+			return err
+		}
+	}
+	step("wrote %s and %s in %s", o.jsonPath, o.svgPath, res.Took)
+	return nil
+}
+
+type bench struct {
+	cluster *testcontainers.Cluster
+	opts    options
+	res     *Results
+	bin     string
+	workDir string
+	seq     int // numbers topics and groups, so every run starts fresh
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("[bench %s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Results is every figure of one benchmark run; it is what the JSON file holds.
+type Results struct {
+	Started   time.Time `json:"started"`
+	Took      string    `json:"took"`
+	Machine   Machine   `json:"machine"`
+	Ceilings  []Ceiling `json:"ceilings"`
+	Runs      []Run     `json:"throughput"`
+	Latencies []Latency `json:"latency"`
+	Targets   []Target  `json:"targets"`
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	CPUs        int    `json:"cpus"`
+	CPUModel    string `json:"cpu_model"`
+	MemoryGiB   string `json:"memory_gib"`
+	Kernel      string `json:"kernel"`
+	LoadAverage string `json:"load_average_at_start"`
+	Go          string `json:"go"`
+	Librdkafka  string `json:"librdkafka"`
+	KafkaImage  string `json:"kafka_image"`
+}
+
+// Target is one of the issue's targets, measured.
+type Target struct {
+	What     string  `json:"what"`
+	Measured float64 `json:"measured"`
+	Target   string  `json:"target"`
+	Met      bool    `json:"met"`
+}
+
+func describeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	_, m.Librdkafka = kafka.LibraryVersion()
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%f", &kb)
+		m.MemoryGiB = fmt.Sprintf("%.1f", kb/(1<<20))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAverage = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return m
+}
+
+func (r *Results) run(workload, guarantee, interval string) Run {
+	for _, run := range r.Runs {
+		if run.Workload == workload && run.Guarantee == guarantee && run.BatchInterval == interval {
+			return run
+		}
+	}
+	return Run{}
+}
+
+func (r *Results) ceiling(workload, tool string) float64 {
+	for _, c := range r.Ceilings {
+		if c.Workload == workload && c.Tool == tool {
+			return c.RecordsPerSec
+		}
+	}
+	return math.NaN()
+}
+
+// computeRatios relates each run to the ceilings and checks the issue's targets.
+func (r *Results) computeRatios() {
+	for i := range r.Runs {
+		run := &r.Runs[i]
+		run.VsCopyCeiling = run.RecordsPerSec / r.ceiling(run.Workload, toolGoCopy)
+		broker := min(r.ceiling(run.Workload, toolJavaProduce), r.ceiling(run.Workload, toolJavaConsume))
+		run.VsBrokerCeiling = run.RecordsPerSec / broker
+	}
+	for _, workload := range []string{"100 B", "1 KB"} {
+		for _, t := range []struct {
+			interval string
+			min      float64
+		}{{"1s", 0.9}, {"100ms", 0.7}} {
+			eos, alo := r.run(workload, "exactly_once", t.interval), r.run(workload, "at_least_once", t.interval)
+			ratio := eos.RecordsPerSec / alo.RecordsPerSec
+			r.Targets = append(r.Targets, Target{What: fmt.Sprintf("exactly_once / at_least_once throughput, %s, %s batches", workload, t.interval),
+				Measured: round(ratio, 2), Target: fmt.Sprintf(">= %.1f", t.min), Met: ratio >= t.min})
+		}
+	}
+	for _, l := range r.Latencies {
+		interval, _ := time.ParseDuration(l.BatchInterval)
+		limit := float64((interval + 100*time.Millisecond).Milliseconds())
+		r.Targets = append(r.Targets, Target{What: fmt.Sprintf("p99 end-to-end latency (ms), %s, %s batches, half load", l.Guarantee, l.BatchInterval),
+			Measured: round(l.P99Ms, 0), Target: fmt.Sprintf("<= %.0f", limit), Met: l.P99Ms <= limit})
+	}
+	peak := 0.0
+	for _, run := range r.Runs {
+		peak = max(peak, run.PeakRSSMB)
+	}
+	r.Targets = append(r.Targets, Target{What: "peak RSS (MB) draining a backlog, worst run", Measured: round(peak, 0), Target: "<= 150", Met: peak <= 150})
+}
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+func yes(met bool) string {
+	if met {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func (r *Results) writeMarkdown(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s GiB, Linux %s, load average at start %s; %s, librdkafka %s; Kafka image %s (single broker, 6 partitions). Run took %s.\n\n",
+		m.CPUs, m.CPUModel, m.MemoryGiB, m.Kernel, m.LoadAverage, m.Go, m.Librdkafka, m.KafkaImage, r.Took)
+
+	fmt.Fprintln(w, "Broker ceiling (MB = 2^20 bytes of values):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| records | tool | records/s | MB/s |")
+	fmt.Fprintln(w, "|---|---|---:|---:|")
+	for _, c := range r.Ceilings {
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.1f |\n", c.Workload, c.Tool, c.RecordsPerSec, c.MBPerSec)
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Processor draining the backlog (time from process start to every offset committed):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| records | guarantee | batch | max batch | backlog | seconds | start-up s | records/s | MB/s | vs copy ceiling | vs broker ceiling | CPU s / M records | peak RSS MB |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %.1f | %.1f | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f |\n",
+			run.Workload, run.Guarantee, run.BatchInterval, run.MaxBatchRecords, run.Records, run.Seconds, run.StartupSeconds,
+			run.RecordsPerSec, run.MBPerSec, run.VsCopyCeiling, run.VsBrokerCeiling, run.CPUPerMillion, run.PeakRSSMB)
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "End-to-end latency (producer timestamp to visible to a read_committed reader), at half the measured maximum:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| records | guarantee | batch | records/s | samples | p50 ms | p99 ms | p99.9 ms | max ms | CPU s / M records | peak RSS MB |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, l := range r.Latencies {
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f |\n",
+			l.Workload, l.Guarantee, l.BatchInterval, l.Rate, l.Samples, l.P50Ms, l.P99Ms, l.P999Ms, l.MaxMs, l.CPUPerMillion, l.PeakRSSMB)
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Targets:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| target | measured | required | |")
+	fmt.Fprintln(w, "|---|---:|---|---|")
+	for _, t := range r.Targets {
+		fmt.Fprintf(w, "| %s | %g | %s | %s |\n", t.What, t.Measured, t.Target, yes(t.Met))
+	}
+}
+
+func (r *Results) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// series is one line of a plot.
+type series struct {
+	name   string
+	points [][2]float64
+}
+
+// writeSVG plots the processor's throughput over time while draining each backlog (records/s over 1 s windows
+// of the committed offsets) above the p99 latency of every second of the latency runs.
+func (r *Results) writeSVG(path string) error {
+	var tput, lat []series
+	for _, run := range r.Runs {
+		tput = append(tput, series{name: fmt.Sprintf("%s %s %s", run.Workload, run.Guarantee, run.BatchInterval), points: rates(run.Progress)})
+	}
+	for _, l := range r.Latencies {
+		lat = append(lat, series{name: fmt.Sprintf("%s %s %s", l.Workload, l.Guarantee, l.BatchInterval), points: l.PerSecond})
+	}
+	var sb strings.Builder
+	const width, panel = 1000, 360
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, 2*panel)
+	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	plot(&sb, 0, "Processor throughput while draining the backlog (records/s, 1 s windows)", "seconds since the processor started", tput, width, panel)
+	plot(&sb, panel, "End-to-end latency at half load: p99 of each second (ms)", "seconds since the generator started", lat, width, panel)
+	sb.WriteString("</svg>\n")
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
+
+// rates turns cumulative [t, records] samples into [t, records/s] over windows of at least a second.
+func rates(progress [][2]float64) [][2]float64 {
+	var out [][2]float64
+	from := 0
+	for i, p := range progress {
+		if dt := p[0] - progress[from][0]; dt >= 1 {
+			out = append(out, [2]float64{p[0], (p[1] - progress[from][1]) / dt})
+			from = i
+		}
+	}
+	return out
+}
+
+var palette = []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
+
+// plot draws one panel at vertical offset top: axes with ticks, a polyline per series, a legend on the right.
+func plot(sb *strings.Builder, top int, title, xlabel string, lines []series, width, height int) {
+	const left, right, bottom, head = 70, 260, 45, 30
+	pw, ph := float64(width-left-right), float64(height-head-bottom)
+	var xmax, ymax float64
+	for _, s := range lines {
+		for _, p := range s.points {
+			xmax, ymax = max(xmax, p[0]), max(ymax, p[1])
+		}
+	}
+	xmax, ymax = niceCeil(xmax), niceCeil(ymax)
+	x := func(v float64) float64 { return left + v/xmax*pw }
+	y := func(v float64) float64 { return float64(top+head) + ph - v/ymax*ph }
+	fmt.Fprintf(sb, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", left, top+20, html.EscapeString(title))
+	fmt.Fprintf(sb, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", left, top+head, pw, ph)
+	for i := 0; i <= 5; i++ {
+		xv, yv := xmax*float64(i)/5, ymax*float64(i)/5
+		fmt.Fprintf(sb, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", float64(left), y(yv), float64(left)+pw, y(yv))
+		fmt.Fprintf(sb, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-5, y(yv)+4, short(yv))
+		fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x(xv), float64(top+head)+ph+16, short(xv))
+	}
+	fmt.Fprintf(sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", float64(left)+pw/2, top+height-8, html.EscapeString(xlabel))
+	for i, s := range lines {
+		color := palette[i%len(palette)]
+		var pts []string
+		for _, p := range s.points {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p[0]), y(p[1])))
+		}
+		fmt.Fprintf(sb, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", color, strings.Join(pts, " "))
+		ly := top + head + 10 + 18*i
+		fmt.Fprintf(sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", width-right+15, ly, width-right+35, ly, color)
+		fmt.Fprintf(sb, `<text x="%d" y="%d">%s</text>`+"\n", width-right+40, ly+4, html.EscapeString(s.name))
+	}
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten, so the axis ticks are round numbers.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+func short(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%gM", round(v/1e6, 2))
+	case v >= 1e3:
+		return fmt.Sprintf("%gk", round(v/1e3, 2))
+	default:
+		return fmt.Sprintf("%g", round(v, 1))
+	}
+}

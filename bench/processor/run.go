@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/procrun"
+)
+
+// Run is the processor draining one backlog.
+type Run struct {
+	Workload        string  `json:"workload"`
+	Guarantee       string  `json:"guarantee"`
+	BatchInterval   string  `json:"batch_interval"`
+	MaxBatchRecords int     `json:"max_batch_records"`
+	Records         int     `json:"records"`
+	Seconds         float64 `json:"seconds"`         // from the process's start until every offset is committed
+	StartupSeconds  float64 `json:"startup_seconds"` // from the start until the first offsets are committed
+	RecordsPerSec   float64 `json:"records_per_sec"`
+	MBPerSec        float64 `json:"mb_per_sec"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPerMillion   float64 `json:"cpu_seconds_per_million_records"`
+	PeakRSSMB       float64 `json:"peak_rss_mb"`
+	VsCopyCeiling   float64 `json:"vs_copy_ceiling"`   // records/s over the librdkafka copy's
+	VsBrokerCeiling float64 `json:"vs_broker_ceiling"` // over the lower of Kafka's own producer and consumer tools
+	// Progress is the group's committed records, sampled every pollEvery: [seconds since start, records].
+	Progress [][2]float64 `json:"progress"`
+}
+
+// Latency is end-to-end latency at a fixed input rate.
+type Latency struct {
+	Workload      string  `json:"workload"`
+	Guarantee     string  `json:"guarantee"`
+	BatchInterval string  `json:"batch_interval"`
+	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum of the same configuration
+	Rate          float64 `json:"records_per_sec"`
+	Samples       int     `json:"samples"`
+	P50Ms         float64 `json:"p50_ms"`
+	P99Ms         float64 `json:"p99_ms"`
+	P999Ms        float64 `json:"p999_ms"`
+	MaxMs         float64 `json:"max_ms"`
+	CPUPerMillion float64 `json:"cpu_seconds_per_million_records"`
+	PeakRSSMB     float64 `json:"peak_rss_mb"`
+	// PerSecond is, per second of the run (by arrival), [seconds since the generator started, p99 ms].
+	PerSecond [][2]float64 `json:"p99_per_second"`
+}
+
+const pollEvery = 200 * time.Millisecond
+
+// env is the processor's configuration in every run. Backpressure is off: with an identity transform the
+// processor is never slower than the broker lets it be, and a rate controller starting at its initial rate
+// (100 records/s per partition) would measure its own ramp-up rather than the pipeline; backpressure's own
+// behaviour is tested in e2e/backpressure_test.go.
+func (b *bench) env(in, out, group, mode string, interval time.Duration, maxBatch int) map[string]string {
+	env := map[string]string{
+		"PROCESSOR_BROKERS":              b.cluster.BootstrapServers(),
+		"PROCESSOR_INPUT_TOPICS":         in,
+		"PROCESSOR_OUTPUT_TOPIC":         out,
+		"PROCESSOR_DEAD_LETTER_TOPIC":    "bench-dlq",
+		"PROCESSOR_APP_ID":               group,
+		"PROCESSOR_INSTANCE_ID":          "bench-0",
+		"PROCESSOR_PROCESSING_GUARANTEE": mode,
+		"PROCESSOR_BATCH_INTERVAL":       interval.String(),
+		"PROCESSOR_MAX_BATCH_RECORDS":    strconv.Itoa(maxBatch),
+		"PROCESSOR_BACKPRESSURE_ENABLED": "false",
+	}
+	maps.Copy(env, b.opts.extraEnv)
+	return env
+}
+
+// start runs the processor binary for group, with its log in the work directory.
+func (b *bench) start(group string, env map[string]string) (*procrun.Instance, error) {
+	return procrun.Start(b.bin, group, filepath.Join(b.workDir, group+".log"), env)
+}
+
+// throughput runs the processor from the beginning of w's backlog with a fresh group and output topic, and times
+// it until the group's committed offsets reach the end of the backlog.
+func (b *bench) throughput(ctx context.Context, w workload, mode string, interval time.Duration) error {
+	out, group := b.nextName("bench-out"), b.nextName("bench-group")
+	if err := b.cluster.CreateTopic(ctx, out, partitions, 1, nil); err != nil {
+		return err
+	}
+	watch, err := newOffsetWatch(b.cluster.BootstrapServers(), group, w.topic)
+	if err != nil {
+		return err
+	}
+	defer watch.close()
+	step("%s %s, %s batches: draining %d records", w.name, mode, interval, w.records)
+	start := time.Now()
+	proc, err := b.start(group, b.env(w.topic, out, group, mode, interval, w.maxBatch))
+	if err != nil {
+		return err
+	}
+	defer proc.Kill()
+	r := Run{Workload: w.name, Guarantee: mode, BatchInterval: interval.String(), MaxBatchRecords: w.maxBatch, Records: w.records}
+	deadline := time.After(10 * time.Minute)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("%s %s %s: backlog not drained after 10 minutes; log %s", w.name, mode, interval, proc.LogPath)
+		case <-proc.Done():
+			return fmt.Errorf("processor exited with code %d while draining; log %s:\n%s", proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+		case <-tick.C:
+		}
+		done, err := watch.committed(ctx)
+		if err != nil {
+			continue // the group is forming or the broker is busy: the next poll tells
+		}
+		t := time.Since(start).Seconds()
+		r.Progress = append(r.Progress, [2]float64{t, float64(done)})
+		if done > 0 && r.StartupSeconds == 0 {
+			r.StartupSeconds = t
+		}
+		if done >= int64(w.records) {
+			r.Seconds = t
+			break
+		}
+	}
+	cpu, rss, err := procStats(proc.PID())
+	if err != nil {
+		return err
+	}
+	if _, err := proc.Stop(time.Minute); err != nil {
+		return err
+	}
+	r.RecordsPerSec = float64(w.records) / r.Seconds
+	r.MBPerSec = float64(w.records) * float64(w.size) / r.Seconds / mib
+	r.CPUSeconds, r.CPUPerMillion, r.PeakRSSMB = cpu, cpu/float64(w.records)*1e6, rss/mib
+	step("  %.1f s (start-up %.1f s): %.0f records/s, %.1f MB/s, %.1f CPU s per million, peak RSS %.0f MB",
+		r.Seconds, r.StartupSeconds, r.RecordsPerSec, r.MBPerSec, r.CPUPerMillion, r.PeakRSSMB)
+	b.res.Runs = append(b.res.Runs, r)
+	return nil
+}
+
+// latency feeds a fresh input topic at half the configuration's measured maximum, each record stamped with its
+// send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
+// input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
+// the send time.
+func (b *bench) latency(ctx context.Context, w workload, mode string, interval time.Duration) error {
+	rate := b.res.run(w.name, mode, interval.String()).RecordsPerSec / 2
+	in, out, group := b.nextName("bench-lat-in"), b.nextName("bench-lat-out"), b.nextName("bench-lat-group")
+	for _, t := range []string{in, out} {
+		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
+			return err
+		}
+	}
+	step("%s %s, %s batches: latency at %.0f records/s for %s", w.name, mode, interval, rate, b.opts.latencyFor)
+	proc, err := b.start(group, b.env(in, out, group, mode, interval, w.maxBatch))
+	if err != nil {
+		return err
+	}
+	defer proc.Kill()
+	for !proc.Ready(ctx) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-proc.Done():
+			return fmt.Errorf("processor exited with code %d before it was ready; log %s:\n%s", proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	reader, err := newLatencyReader(b.cluster.BootstrapServers(), out)
+	if err != nil {
+		return err
+	}
+	readCtx, stopReading := context.WithCancel(ctx)
+	readDone := make(chan error, 1)
+	go func() { readDone <- reader.run(readCtx) }()
+	genStart := time.Now()
+	sent, err := generate(ctx, b.cluster.BootstrapServers(), in, w.size, rate, b.opts.latencyFor)
+	if err != nil {
+		stopReading()
+		return err
+	}
+	// Wait for the stragglers: a batch interval, a commit, and some slack on a busy machine.
+	for wait := time.Now().Add(interval + 15*time.Second); reader.count() < sent && time.Now().Before(wait); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopReading()
+	if err := <-readDone; err != nil {
+		return err
+	}
+	cpu, rss, err := procStats(proc.PID())
+	if err != nil {
+		return err
+	}
+	if _, err := proc.Stop(time.Minute); err != nil {
+		return err
+	}
+	if got := reader.count(); got < sent {
+		return fmt.Errorf("latency run: %d of %d records reached the output; log %s", got, sent, proc.LogPath)
+	}
+	l := reader.summary(genStart, b.opts.latencyWarmup)
+	l.Workload, l.Guarantee, l.BatchInterval, l.TargetRate = w.name, mode, interval.String(), rate
+	l.Rate = float64(sent) / b.opts.latencyFor.Seconds()
+	l.CPUPerMillion, l.PeakRSSMB = cpu/float64(sent)*1e6, rss/mib
+	step("  %.0f records/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d samples after %s warm-up)",
+		l.Rate, l.P50Ms, l.P99Ms, l.P999Ms, l.Samples, b.opts.latencyWarmup)
+	b.res.Latencies = append(b.res.Latencies, l)
+	return nil
+}
+
+// generate writes size-byte records to topic at rate records/s for d, each stamped with the time it is handed
+// to the client, and returns how many it wrote once all are acknowledged.
+func generate(ctx context.Context, bootstrap, topic string, size int, rate float64, d time.Duration) (int, error) {
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "enable.idempotence": true, "acks": "all", "linger.ms": 1,
+		"go.delivery.report.fields": "none", "log_level": 3,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	var failed error
+	var once sync.Once
+	go func() {
+		for ev := range p.Events() {
+			if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error != nil {
+				once.Do(func() { failed = m.TopicPartition.Error })
+			}
+		}
+	}()
+	value := bytes.Repeat([]byte{'x'}, size)
+	msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Value: value}
+	start := time.Now()
+	sent := 0
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < d {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-tick.C:
+		}
+		// Catch up to the schedule each tick, so a late tick does not lower the rate.
+		for due := int(rate * time.Since(start).Seconds()); sent < due; sent++ {
+			msg.Key = strconv.AppendInt(msg.Key[:0], int64(sent), 10)
+			msg.Timestamp = time.Now()
+			for {
+				err := p.Produce(msg, nil)
+				if err == nil {
+					break
+				}
+				if ke, ok := err.(kafka.Error); !ok || ke.Code() != kafka.ErrQueueFull {
+					return 0, fmt.Errorf("generate: %w", err)
+				}
+				p.Flush(1)
+			}
+		}
+	}
+	for p.Flush(1000) > 0 {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+	if failed != nil {
+		return 0, fmt.Errorf("generate: delivery failed: %w", failed)
+	}
+	return sent, nil
+}
+
+// latencyReader is a read_committed reader of every partition of the output topic from its beginning.
+type latencyReader struct {
+	c *kafka.Consumer
+	// samples are [arrival, latency] in nanoseconds since the epoch and nanoseconds.
+	mu      sync.Mutex
+	samples [][2]int64
+}
+
+func newLatencyReader(bootstrap, topic string) (*latencyReader, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "group.id": "bench-latency-reader", "isolation.level": "read_committed",
+		"enable.auto.commit": false, "log_level": 3,
+		// A committed batch is fetched within 10 ms: the reader's own long-poll must not be what is measured.
+		"fetch.wait.max.ms": 10,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var assignment []kafka.TopicPartition
+	for p := range partitions {
+		assignment = append(assignment, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: kafka.OffsetBeginning})
+	}
+	if err := c.Assign(assignment); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &latencyReader{c: c}, nil
+}
+
+func (r *latencyReader) run(ctx context.Context) error {
+	defer r.c.Close()
+	for ctx.Err() == nil {
+		switch e := r.c.Poll(50).(type) {
+		case *kafka.Message:
+			if e.TopicPartition.Error != nil {
+				return fmt.Errorf("latency reader: %w", e.TopicPartition.Error)
+			}
+			now := time.Now()
+			r.mu.Lock()
+			r.samples = append(r.samples, [2]int64{now.UnixNano(), now.Sub(e.Timestamp).Nanoseconds()})
+			r.mu.Unlock()
+		case kafka.Error:
+			if e.IsFatal() {
+				return fmt.Errorf("latency reader: %w", e)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *latencyReader) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.samples)
+}
+
+// summary computes the percentiles of the records sent after warmup, and the p99 of every second by arrival.
+func (r *latencyReader) summary(start time.Time, warmup time.Duration) Latency {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var all []float64
+	perSecond := map[int][]float64{}
+	for _, s := range r.samples {
+		sentAt := time.Unix(0, s[0]-s[1])
+		ms := float64(s[1]) / 1e6
+		if sentAt.Sub(start) >= warmup {
+			all = append(all, ms)
+		}
+		sec := int(time.Unix(0, s[0]).Sub(start).Seconds())
+		perSecond[sec] = append(perSecond[sec], ms)
+	}
+	slices.Sort(all)
+	l := Latency{Samples: len(all), P50Ms: quantile(all, 0.5), P99Ms: quantile(all, 0.99), P999Ms: quantile(all, 0.999)}
+	if len(all) > 0 {
+		l.MaxMs = all[len(all)-1]
+	}
+	for _, sec := range slices.Sorted(maps.Keys(perSecond)) {
+		v := perSecond[sec]
+		slices.Sort(v)
+		l.PerSecond = append(l.PerSecond, [2]float64{float64(sec) + 0.5, quantile(v, 0.99)})
+	}
+	return l
+}
+
+// quantile of sorted values, nearest rank.
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// offsetWatch reads a group's committed offsets on one topic with one long-lived admin client: a client per
+// poll (kafkatest.Lag) costs a connection and a metadata round trip each time, which at five polls a second
+// would be load the benchmark adds to the machine it measures.
+type offsetWatch struct {
+	admin *kafka.AdminClient
+	group string
+	parts []kafka.TopicPartition
+}
+
+func newOffsetWatch(bootstrap, group, topic string) (*offsetWatch, error) {
+	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 3})
+	if err != nil {
+		return nil, err
+	}
+	w := &offsetWatch{admin: admin, group: group}
+	for p := range partitions {
+		w.parts = append(w.parts, kafka.TopicPartition{Topic: &topic, Partition: int32(p)})
+	}
+	return w, nil
+}
+
+// committed is the sum of the group's committed offsets: the records it has processed, since the backlog's
+// topics start at offset 0. Offsets of a transaction not yet committed are not counted.
+func (w *offsetWatch) committed(ctx context.Context) (int64, error) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := w.admin.ListConsumerGroupOffsets(qctx, []kafka.ConsumerGroupTopicPartitions{{Group: w.group, Partitions: w.parts}})
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+		if tp.Offset >= 0 {
+			sum += int64(tp.Offset)
+		}
+	}
+	return sum, nil
+}
+
+func (w *offsetWatch) close() { w.admin.Close() }
+
+// procStats reads a process's CPU time (user+system) and peak resident set (VmHWM) from /proc, in seconds and
+// bytes. It must be called before the process exits.
+func procStats(pid int) (cpuSeconds, peakRSS float64, err error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
+	// 14th and 15th fields of the line, the 12th and 13th after ")".
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	const userHZ = 100 // clock ticks per second (sysconf CLK_TCK): 100 on every Linux architecture Go supports
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("peak RSS of %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			peakRSS = kb * 1024
+		}
+	}
+	return (utime + stime) / userHZ, peakRSS, nil
+}
+
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "..." + s[len(s)-4000:]
+	}
+	return s
+}
