@@ -180,7 +180,7 @@ type supervised struct {
 	env      map[string]string
 	mu       sync.Mutex
 	cur      *procrun.Instance
-	expected bool // the current instance's exit was caused by the test
+	expected syscall.Signal // the signal the test sent to end the current instance, 0 if none
 	stopping bool
 	exits    int // exits nobody caused
 	done     chan struct{}
@@ -205,11 +205,15 @@ func (s *supervised) loop() {
 			s.mu.Unlock()
 			return
 		}
-		if !s.expected {
+		switch {
+		case s.expected == 0:
 			s.exits++
 			s.f.t.Logf("%s exited on its own with code %d; restarting it", s.name, cur.ExitCode())
+		case s.expected == syscall.SIGTERM && cur.ExitCode() != 0:
+			s.exits++
+			s.f.t.Logf("%s exited %d after SIGTERM, not 0; restarting it", s.name, cur.ExitCode())
 		}
-		s.expected = false
+		s.expected = 0
 		in, err := procrun.Start(s.f.bin, s.name, filepath.Join(s.f.logDir, s.name+".log"), s.f.env(s.name, s.env))
 		if err != nil {
 			s.mu.Unlock()
@@ -229,23 +233,27 @@ func (s *supervised) signal(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
-		s.expected = true
+		s.expected = sig
 	}
 	return s.cur.Signal(sig)
 }
 
-// stop ends supervision with SIGTERM and returns how many exits nobody caused.
+// stop ends supervision with SIGTERM and returns how many exits nobody caused. An instance that was already
+// failing (a fatal error logged, exit 1 under way) counts as one of those; one that ignores SIGTERM fails the test.
 func (s *supervised) stop(t *testing.T) int {
 	s.mu.Lock()
 	s.stopping = true
 	cur := s.cur
 	s.mu.Unlock()
-	if code, err := cur.Stop(45 * time.Second); err != nil {
+	code, err := cur.Stop(45 * time.Second)
+	if err != nil {
 		t.Errorf("stop %s: %v", s.name, err)
-	} else if code != 0 {
-		t.Errorf("%s exited %d after SIGTERM, want 0", s.name, code)
 	}
 	<-s.done
+	if err == nil && code != 0 {
+		t.Logf("%s exited %d at the end instead of 0: %s", s.name, code, lastLines(cur.Log(), 1))
+		s.exits++
+	}
 	return s.exits
 }
 

@@ -179,7 +179,10 @@ func explain(err error, transactionalID string, cfg Config) error {
 		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:
 			return fmt.Errorf("fenced: another instance with transactional.id %q is running (each live replica needs its own PROCESSOR_INSTANCE_ID): %w", transactionalID, err)
 		case kafka.ErrFencedInstanceID:
-			return fmt.Errorf("fenced: another instance with group.instance.id %q joined group %q (each live replica needs its own PROCESSOR_INSTANCE_ID): %w", cfg.InstanceID, cfg.GroupID, err)
+			return fmt.Errorf("fenced: the group coordinator gave group.instance.id %q of group %q to a newer member. "+
+				"Either another live replica has the same PROCESSOR_INSTANCE_ID (each needs its own), or the coordinator "+
+				"failed over and librdkafka's static member rejoined in its own way (librdkafka issue 3437), which a "+
+				"restart resolves: %w", cfg.InstanceID, cfg.GroupID, err)
 		}
 	}
 	return err

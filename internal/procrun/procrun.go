@@ -128,8 +128,14 @@ func (in *Instance) Stop(timeout time.Duration) (int, error) {
 	case <-in.done:
 		return in.ExitCode(), nil
 	case <-time.After(timeout):
-		_ = in.Kill()
-		return -1, fmt.Errorf("stop %s: still running %s after SIGTERM; killed", in.Name, timeout)
+		// SIGQUIT makes a Go program write every goroutine's stack to its log: where it was stuck.
+		_ = in.Signal(syscall.SIGQUIT)
+		select {
+		case <-in.done:
+		case <-time.After(5 * time.Second):
+			_ = in.Kill()
+		}
+		return -1, fmt.Errorf("stop %s: still running %s after SIGTERM; stacks dumped to %s (SIGQUIT), then killed", in.Name, timeout, in.LogPath)
 	}
 }
 
