@@ -69,10 +69,15 @@ type Transform func(ctx context.Context, in Record) ([]Record, error)
 // It makes every output traceable to exactly one input, which is what end-to-end tests count.
 const SourceHeader = "eosproc.source"
 
-// Identity copies the input's key, value, headers and timestamp to the output topic and adds SourceHeader.
+// Identity copies the input's key, value, headers and timestamp to the output topic and adds SourceHeader. A
+// SourceHeader written by an upstream processor is replaced: an output's source is always this input.
 func Identity(_ context.Context, in Record) ([]Record, error) {
 	headers := make([]Header, 0, len(in.Headers)+1)
-	headers = append(headers, in.Headers...)
+	for _, h := range in.Headers {
+		if h.Key != SourceHeader {
+			headers = append(headers, h)
+		}
+	}
 	// Room for the longest partition and offset (11 and 20 digits, 2 slashes): one allocation.
 	source := in.AppendSource(make([]byte, 0, len(in.Topic)+33))
 	headers = append(headers, Header{Key: SourceHeader, Value: source})

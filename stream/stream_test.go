@@ -24,3 +24,23 @@ func TestIdentityKeepsTheRecordAndNamesItsSource(t *testing.T) {
 		t.Errorf("Identity changed the input's headers")
 	}
 }
+
+// A chain of processors must leave one source header per record, naming the last hop's input, or a reader
+// matching outputs to inputs would follow the first processor's.
+func TestIdentityReplacesAnUpstreamSourceHeader(t *testing.T) {
+	in := Record{Topic: "mid", Partition: 0, Offset: 7,
+		Headers: []Header{{Key: SourceHeader, Value: []byte("upstream/1/3")}, {Key: "h", Value: []byte("x")}}}
+	out, err := Identity(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []string
+	for _, h := range out[0].Headers {
+		if h.Key == SourceHeader {
+			sources = append(sources, string(h.Value))
+		}
+	}
+	if len(sources) != 1 || sources[0] != "mid/0/7" || len(out[0].Headers) != 2 {
+		t.Errorf("headers %+v: want h and one %s=mid/0/7", out[0].Headers, SourceHeader)
+	}
+}
