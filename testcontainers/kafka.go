@@ -141,13 +141,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	var voters []string
 	for id := 1; id <= n; id++ {
-		port, err := freeLoopbackPort()
+		port, err := FreeLoopbackPort()
 		if err != nil {
 			return nil, fmt.Errorf("start kafka cluster: choose a host port for broker %d: %w", id, err)
 		}
 		b := &broker{id: id, alias: "kafka-" + strconv.Itoa(id), hostPort: port, extra: map[string]int{}}
 		for _, l := range opts.Listeners {
-			if b.extra[l.Name], err = freeLoopbackPort(); err != nil {
+			if b.extra[l.Name], err = FreeLoopbackPort(); err != nil {
 				return nil, fmt.Errorf("start kafka cluster: choose a host port for listener %s of broker %d: %w", l.Name, id, err)
 			}
 		}
@@ -276,9 +276,10 @@ func (c *Cluster) createBroker(ctx context.Context, b *broker, env map[string]st
 	return ctr, nil
 }
 
-// freeLoopbackPort asks the kernel for a port that is free now. Another process could take it before Docker
-// binds it; Docker then fails to start the container with a clear "address already in use".
-func freeLoopbackPort() (int, error) {
+// FreeLoopbackPort asks the kernel for a loopback port that is free now, for a broker's host port or a child
+// processor's HTTP port. Another process could take it before its user binds it, which then fails clearly with
+// "address already in use".
+func FreeLoopbackPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/eosproc/eosproc/testcontainers"
 )
 
 // Build compiles ./cmd/processor of the module that holds the working directory into dir and returns its path.
@@ -57,7 +58,7 @@ func Start(bin, name, logPath string, env map[string]string) (*Instance, error) 
 	in := &Instance{Name: name, LogPath: logPath, done: make(chan struct{})}
 	in.HTTPAddr = env["PROCESSOR_HTTP_ADDR"]
 	if in.HTTPAddr == "" {
-		port, err := freePort()
+		port, err := testcontainers.FreeLoopbackPort()
 		if err != nil {
 			return nil, fmt.Errorf("start %s: choose HTTP port: %w", name, err)
 		}
@@ -88,15 +89,6 @@ func Start(bin, name, logPath string, env map[string]string) (*Instance, error) 
 		close(in.done)
 	}()
 	return in, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // PID is the process id.
