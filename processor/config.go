@@ -35,6 +35,8 @@ type Config struct {
 	GroupID    string `env:"GROUP_ID" defaultDoc:"value of APP_ID" help:"Consumer group; all replicas of one application share it."`
 	InstanceID string `env:"INSTANCE_ID" defaultDoc:"host name" help:"This replica's stable identity: transactional.id is <APP_ID>-<INSTANCE_ID> and group.instance.id is INSTANCE_ID. Stable across restarts (a restart fences its own zombie), unique among live replicas (a StatefulSet's pod name fits)."`
 
+	StaticMembership bool `env:"STATIC_MEMBERSHIP" envDefault:"true" help:"Join the group as a static member (group.instance.id = INSTANCE_ID), so a replica restarted within the session timeout gets its partitions back without a rebalance (KIP-345). After a group coordinator failover librdkafka can fence such a member by its own rejoin (librdkafka issue 3437): it exits 1 and its restart recovers. false: dynamic membership, a rebalance per restart instead."`
+
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
 	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"10000" help:"Most input records in one batch."`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`

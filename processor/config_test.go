@@ -21,7 +21,7 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
 		MaxBatchRecords: 10000, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
-		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
+		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1, StaticMembership: true,
 		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
 		SASLMechanism: "SCRAM-SHA-512", AuthFailureTimeout: 30 * time.Second,
 	}
@@ -179,4 +179,22 @@ func with(base []string, kvs ...string) []string {
 		}
 	}
 	return append(out, kvs...)
+}
+
+func TestStaticMembershipSetsTheGroupInstanceID(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want string
+	}{
+		{env: "PROCESSOR_STATIC_MEMBERSHIP=true", want: "p-0"},
+		{env: "PROCESSOR_STATIC_MEMBERSHIP=false", want: ""},
+	} {
+		cfg, err := LoadConfig(append(minimal, tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := groupInstanceID(cfg); got != tt.want {
+			t.Errorf("%s: group.instance.id %q, want %q", tt.env, got, tt.want)
+		}
+	}
 }

@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	consumer, err := consume.New(consume.Config{
 		Brokers:         cfg.Brokers,
 		GroupID:         cfg.GroupID,
-		InstanceID:      cfg.InstanceID,
+		InstanceID:      groupInstanceID(cfg),
 		Topics:          cfg.InputTopics,
 		AutoOffsetReset: cfg.AutoOffsetReset,
 		// A batch may take an interval to assemble and a transaction timeout to commit; the member must not be
@@ -169,6 +169,14 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	}
 	log.Info("processor stopped")
 	return nil
+}
+
+// groupInstanceID is the consumer's group.instance.id: the instance id for static membership, none otherwise.
+func groupInstanceID(cfg Config) string {
+	if !cfg.StaticMembership {
+		return ""
+	}
+	return cfg.InstanceID
 }
 
 // explain adds what the operator should know to the errors whose cause is a deployment mistake.
