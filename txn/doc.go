@@ -29,6 +29,12 @@
 // Skipping the rewind would lose the batch; skipping the abort would leave the outputs of a transaction that is
 // then committed with the next batch's offsets.
 //
+// State that outlives a batch. De-duplication remembers the identities it let through; if that memory were
+// updated outside the transaction, an aborted batch would leave its records marked as seen and the redo would
+// drop them as duplicates: lost. So the store's changes travel as changelog records in the batch's own
+// transaction, the store rolls back when the transaction aborts, and a partition's new owner rebuilds the store
+// from the changelog with read_committed, which shows exactly the state that goes with the committed offsets.
+//
 // Errors nobody classified are fatal: an unknown state is not one to retry into. The process exits non-zero and
 // its supervisor restarts it, and InitTransactions on restart cleans up whatever the dead incarnation left open.
 package txn
