@@ -135,6 +135,8 @@ func (f *fixture) env(instance string, extra map[string]string) map[string]strin
 		// A dead replica's partitions move within seconds instead of the default 45 s.
 		"PROCESSOR_CONSUMER_PROPERTIES": "session.timeout.ms=6000;heartbeat.interval.ms=1000",
 		"PROCESSOR_TRANSACTION_TIMEOUT": "20s",
+		// With the transaction timeout, bounds how long a SIGTERM may take (tests stop processors within 45 s).
+		"PROCESSOR_SHUTDOWN_TIMEOUT": "10s",
 	}
 	for k, v := range extra {
 		env[k] = v

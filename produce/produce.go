@@ -169,13 +169,14 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	}
 	// librdkafka does not watch ctx, only its deadline, and without one it waits up to the transaction timeout.
 	// A short attempt returns a retriable timeout instead, so the caller's retry loop can notice a shutdown.
-	attempt, cancel := context.WithTimeout(ctx, initAttempt)
+	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	return wrap("init transactions", p.k.InitTransactions(attempt))
 }
 
-// initAttempt bounds one InitTransactions call; see InitTransactions.
-const initAttempt = 5 * time.Second
+// attemptTimeout bounds one InitTransactions or SendOffsets call. librdkafka then returns a retriable timeout
+// that the caller repeats with the same arguments, checking between attempts whether it is shutting down.
+const attemptTimeout = 5 * time.Second
 
 // Begin starts a transaction, or an at_least_once batch, and forgets the previous one's delivery failures.
 func (p *Producer) Begin() error {
@@ -266,7 +267,12 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 		parts = append(parts, kafka.TopicPartition{Topic: &topic, Partition: tp.Partition, Offset: kafka.Offset(off)})
 	}
 	op := fmt.Sprintf("send offsets for group %q (%d partitions)", p.groupID, len(parts))
-	return wrap(op, p.k.SendOffsetsToTransaction(ctx, parts, group))
+	// Without a deadline librdkafka waits the remaining transaction time, longer still when the coordinator's
+	// connection went silent (a network cut leaves it half-open until socket.timeout.ms): seen past a minute,
+	// which outlasted the shutdown bound. Short attempts keep the caller in charge.
+	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	return wrap(op, p.k.SendOffsetsToTransaction(attempt, parts, group))
 }
 
 // Commit commits the transaction. A delivery that already failed makes it abortable without asking the broker.
