@@ -22,11 +22,11 @@ import (
 // with an error that says what to check, and the binary exits 1.
 //
 // Why this cannot hammer the brokers: the bound is also the shortest life of a misconfigured replica. Within it
-// librdkafka reconnects with exponential backoff (reconnect.backoff.ms 100 ms doubling to reconnect.backoff.max.ms
-// 10 s), about ten attempts per broker in the default 30 s, and a supervisor that restarts the process at once
-// starts the next 30 s; Kubernetes' CrashLoopBackOff and Docker's restart delay add their own growing pause on
-// top. A failure that ends the process at once (a missing CA file) is a configuration error found before any
-// connection is made.
+// librdkafka reconnects at least reconnect.backoff.ms apart, which clientDefaults raises to 1 s because a failed
+// TLS handshake does not lengthen librdkafka's pause: about thirty attempts per broker in the default 30 s. A
+// supervisor that restarts the process at once starts the next 30 s; Kubernetes' CrashLoopBackOff and Docker's
+// restart delay add their own growing pause on top. A failure that ends the process at once (a missing CA file)
+// is a configuration error found before any connection is made.
 type authWatch struct {
 	mu    sync.Mutex
 	first time.Time   // first failure seen; zero when none
