@@ -17,6 +17,7 @@ import (
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
 	"github.com/eosproc/eosproc/internal/verify"
+	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/testcontainers"
 )
 
@@ -216,16 +217,13 @@ func (s *supervised) loop() {
 			s.f.t.Logf("%s exited %d after SIGTERM, not 0; restarting it", s.name, cur.ExitCode())
 		}
 		s.expected = 0
-		in, err := procrun.Start(s.f.bin, s.name, filepath.Join(s.f.logDir, s.name+".log"), s.f.env(s.name, s.env))
+		in, err := s.f.launch(s.name, s.env)
 		if err != nil {
 			s.mu.Unlock()
 			s.f.t.Errorf("restart %s: %v", s.name, err)
 			return
 		}
 		s.cur = in
-		s.f.mu.Lock()
-		s.f.running = append(s.f.running, in)
-		s.f.mu.Unlock()
 		s.mu.Unlock()
 	}
 }
@@ -398,7 +396,7 @@ func watchOutput(f *fixture) *outputWatcher {
 			if final[pos] {
 				inFinal++
 			}
-			src := sourceHeader(m)
+			src := headerOf(m, stream.SourceHeader)
 			if sources[src] {
 				seen.duplicates++
 			}
@@ -412,15 +410,6 @@ func watchOutput(f *fixture) *outputWatcher {
 func (w *outputWatcher) stop(final map[string]bool) outputSeen {
 	w.final <- final
 	return <-w.done
-}
-
-func sourceHeader(m *kafka.Message) string {
-	for _, h := range m.Headers {
-		if h.Key == "eosproc.source" {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 // outputPositions are the positions of every record a read_committed reader sees in the output after the run.

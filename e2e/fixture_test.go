@@ -147,14 +147,23 @@ func (f *fixture) env(instance string, extra map[string]string) map[string]strin
 // start runs one processor instance; every run of an instance appends to the same log file.
 func (f *fixture) start(instance string, extra map[string]string) *procrun.Instance {
 	f.t.Helper()
-	in, err := procrun.Start(f.bin, instance, filepath.Join(f.logDir, instance+".log"), f.env(instance, extra))
+	in, err := f.launch(instance, extra)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	return in
+}
+
+// launch is start for goroutines other than the test's, which must not call t.Fatal.
+func (f *fixture) launch(instance string, extra map[string]string) (*procrun.Instance, error) {
+	in, err := procrun.Start(f.bin, instance, filepath.Join(f.logDir, instance+".log"), f.env(instance, extra))
+	if err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	f.running = append(f.running, in)
 	f.mu.Unlock()
-	return in
+	return in, nil
 }
 
 // produce writes input records first..first+n-1 over the input topic's partitions; mutate may change them.
