@@ -56,6 +56,9 @@ type Producer struct {
 	errLog        *rdkafka.ErrorLog
 	onError       func(kafka.Error)
 	drained       chan struct{}
+	// stallBound is how long a transactional call may stay inside librdkafka; past it the producer is wedged.
+	stallBound time.Duration
+	wedged     atomic.Bool
 
 	// pending counts records produced whose delivery report has not been handled yet. Flush waits on it rather
 	// than on librdkafka's queue length, which reaches zero before the last report has been looked at.
@@ -116,6 +119,7 @@ func New(cfg Config) (*Producer, error) {
 		onError:       cfg.OnError,
 		drained:       make(chan struct{}),
 		topics:        map[string]*string{},
+		stallBound:    max(cfg.TransactionTimeout, attemptTimeout) + stallMargin,
 	}
 	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
 	go p.drain()
@@ -171,7 +175,7 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	// A short attempt returns a retriable timeout instead, so the caller's retry loop can notice a shutdown.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return wrap("init transactions", p.k.InitTransactions(attempt))
+	return p.guard("init transactions", func() error { return p.k.InitTransactions(attempt) })
 }
 
 // attemptTimeout bounds one InitTransactions or SendOffsets call. librdkafka then returns a retriable timeout
@@ -272,7 +276,7 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 	// which outlasted the shutdown bound. Short attempts keep the caller in charge.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return wrap(op, p.k.SendOffsetsToTransaction(attempt, parts, group))
+	return p.guard(op, func() error { return p.k.SendOffsetsToTransaction(attempt, parts, group) })
 }
 
 // Commit commits the transaction. A delivery that already failed makes it abortable without asking the broker.
@@ -282,7 +286,7 @@ func (p *Producer) Commit() error {
 	if err := p.DeliveryError(); err != nil {
 		return &Error{Op: "commit transaction", Class: Abortable, Err: err}
 	}
-	return wrap("commit transaction", p.k.CommitTransaction(context.Background()))
+	return p.guard("commit transaction", func() error { return p.k.CommitTransaction(context.Background()) })
 }
 
 // Abort aborts the transaction; librdkafka purges the records not yet delivered (their reports arrive with a
@@ -292,8 +296,37 @@ func (p *Producer) Abort() error {
 	if !p.transactional {
 		return nil
 	}
-	return wrap("abort transaction", p.k.AbortTransaction(context.Background()))
+	return p.guard("abort transaction", func() error { return p.k.AbortTransaction(context.Background()) })
 }
+
+// stallMargin is how long past the transaction timeout a transactional call may still be inside librdkafka. By
+// then the broker has aborted the transaction, so a healthy client has long returned an error.
+const stallMargin = 30 * time.Second
+
+// guard runs a blocking transactional call of librdkafka's and classifies its error, but returns a fatal error if
+// the call is still running after stallBound. librdkafka does not always honour its own timeouts: with a
+// coordinator unreachable, send_offsets_to_transaction can wait forever (confluentinc/librdkafka#5456, open in
+// 2.11), and commit and abort have no client-side bound at all. A C call cannot be interrupted, so the call is
+// left running and the producer is marked wedged: the process must exit, and its next incarnation's
+// InitTransactions settles the transaction this one left open. Exactly once holds either way; only liveness is
+// at stake, and an exit is what restores it.
+func (p *Producer) guard(op string, call func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	stall := time.NewTimer(p.stallBound)
+	defer stall.Stop()
+	select {
+	case err := <-done:
+		return wrap(op, err)
+	case <-stall.C:
+		p.wedged.Store(true)
+		return &Error{Op: op, Class: Fatal, Err: fmt.Errorf("%w: still inside librdkafka after %s (transaction timeout plus %s); "+
+			"exiting so that a new incarnation fences this one and settles its transaction", ErrWedged, p.stallBound, stallMargin)}
+	}
+}
+
+// ErrWedged says that a librdkafka call did not return in time and the producer cannot be used again.
+var ErrWedged = errors.New("producer wedged")
 
 // Flush waits until every record produced so far has a delivery report, then returns the current batch's first
 // delivery failure as abortable. It is the at_least_once commit point: only after it returns nil may the caller
@@ -324,6 +357,11 @@ func (p *Producer) DeliveryError() error {
 // Close closes the producer. An open transaction is left to the broker, which aborts it at its timeout or when
 // the next incarnation calls InitTransactions; callers abort first when they can.
 func (p *Producer) Close() {
+	if p.wedged.Load() {
+		// librdkafka would wait for the call still running inside it, which is why the process is exiting.
+		p.log.Warn("producer left open: a call into librdkafka never returned")
+		return
+	}
 	p.k.Close()
 	<-p.drained
 }

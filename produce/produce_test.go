@@ -131,3 +131,28 @@ func TestOwnedPropertiesCannotBeOverridden(t *testing.T) {
 		t.Errorf("New = %v, want a refusal naming enable.idempotence", err)
 	}
 }
+
+func TestGuardGivesUpOnACallThatNeverReturns(t *testing.T) {
+	p := &Producer{stallBound: 50 * time.Millisecond, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+
+	retriable := kafka.NewError(kafka.ErrTimedOut, "timed out", false)
+	if err := p.guard("send offsets", func() error { return wrap("inner", retriable) }); p.wedged.Load() || err == nil {
+		t.Fatalf("a call that returns: err %v, wedged %v; want its own error and not wedged", err, p.wedged.Load())
+	}
+
+	release := make(chan struct{})
+	defer close(release)
+	start := time.Now()
+	err := p.guard("commit transaction", func() error { <-release; return nil })
+	if waited := time.Since(start); waited < p.stallBound || waited > p.stallBound+2*time.Second {
+		t.Errorf("guard returned after %s, want about its bound %s", waited, p.stallBound)
+	}
+	if ClassOf(err) != Fatal || !errors.Is(err, ErrWedged) || !strings.Contains(err.Error(), "commit transaction") {
+		t.Errorf("err = %v (class %v), want a fatal wedged error naming the call", err, ClassOf(err))
+	}
+	if !p.wedged.Load() {
+		t.Error("producer not marked wedged")
+	}
+	// With no client behind it, Close would panic if it tried to close librdkafka instead of leaving it.
+	p.Close()
+}
