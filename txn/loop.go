@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -122,6 +124,10 @@ type Loop struct {
 	ShutdownTimeout time.Duration
 	// TestAbortRatio, for fault tests only, is the share of transactions aborted on purpose just before commit.
 	TestAbortRatio float64
+	// TestInTransaction, for fault tests only, is called in every transaction after its outputs are produced and
+	// before its offsets are sent, with the transaction's number (from 1): the moment a frozen or killed
+	// process leaves the most behind.
+	TestInTransaction func(n int)
 	// MinBackoff and MaxBackoff bound the exponential pause after an aborted batch or a retriable error.
 	MinBackoff time.Duration // 100ms
 	MaxBackoff time.Duration // 10s
@@ -129,8 +135,9 @@ type Loop struct {
 	Metrics *Metrics     // nil: metrics on a private registry
 	Logger  *slog.Logger // nil: slog.Default()
 
-	lastBeat atomic.Int64
-	ready    atomic.Bool
+	lastBeat     atomic.Int64
+	ready        atomic.Bool
+	transactions int // begun so far, for TestInTransaction
 	// open is whether a transaction has begun and not yet been committed or aborted: librdkafka refuses to abort
 	// a transaction that does not exist.
 	open bool
@@ -304,8 +311,11 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 		Interval:        l.Interval,
 	})
 	l.Metrics.committed(len(in), len(out), len(dead), end.Sub(start), end.Sub(commitStart))
-	l.Logger.Debug("batch committed", "records_in", len(in), "records_out", len(out), "dead_lettered", len(dead),
-		"partitions", len(offsets), "assembly", assembled.Sub(start), "processing", end.Sub(assembled))
+	if l.Logger.Enabled(work, slog.LevelDebug) { // the input ranges cost a pass over the batch
+		l.Logger.Debug("batch committed", "records_in", len(in), "records_out", len(out), "dead_lettered", len(dead),
+			"partitions", len(offsets), "input", inputRanges(in), "assembly", assembled.Sub(start),
+			"processing", end.Sub(assembled))
+	}
 	return true, nil
 }
 
@@ -341,6 +351,10 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 			return time.Time{}, &abortable{step: "commit_offsets", err: err}
 		}
 		return commitStart, nil
+	}
+	if l.TestInTransaction != nil {
+		l.transactions++
+		l.TestInTransaction(l.transactions)
 	}
 	// Retried with the very same offsets and metadata: librdkafka may have half-sent them.
 	if err := l.retry(work, func() error { return l.Producer.SendOffsets(work, offsets, group) }); err != nil {
@@ -497,6 +511,28 @@ func nextOffsets(in []stream.Record) map[stream.TopicPartition]int64 {
 		}
 	}
 	return offsets
+}
+
+// inputRanges describes which offsets of which partitions a batch held, e.g. "in/0:[10,20) in/1:[5,9)", so a
+// debug log can be matched against the output's source headers.
+func inputRanges(in []stream.Record) string {
+	type span struct{ first, next int64 }
+	spans := map[stream.TopicPartition]span{}
+	for _, r := range in {
+		tp := r.TopicPartition()
+		s, ok := spans[tp]
+		if !ok || r.Offset < s.first {
+			s.first = r.Offset
+		}
+		s.next = max(s.next, r.Offset+1)
+		spans[tp] = s
+	}
+	parts := make([]string, 0, len(spans))
+	for tp, s := range spans {
+		parts = append(parts, fmt.Sprintf("%s:[%d,%d)", tp, s.first, s.next))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
 }
 
 // retry calls op again while it fails with a retriable error, backing off, until ctx ends.

@@ -409,3 +409,20 @@ func TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction(t *testing
 		}
 	}
 }
+
+func TestInputRanges(t *testing.T) {
+	tests := []struct {
+		in   []stream.Record
+		want string
+	}{
+		{nil, ""},
+		{[]stream.Record{rec(0, 5)}, "in/0:[5,6)"},
+		// Carried records can come before earlier-polled ones; the range still spans them all.
+		{[]stream.Record{rec(1, 9), rec(0, 12), rec(0, 10), rec(1, 3)}, "in/0:[10,13) in/1:[3,10)"},
+	}
+	for _, tt := range tests {
+		if got := inputRanges(tt.in); got != tt.want {
+			t.Errorf("inputRanges = %q, want %q", got, tt.want)
+		}
+	}
+}
