@@ -86,9 +86,10 @@ type Config struct {
 	Route       string   `env:"ROUTE" help:"Chooses each record's output topic, e.g. value.amount > 1000 ? \"orders-large\" : \"orders\". A topic outside ROUTE_TOPICS and OUTPUT_TOPIC dead-letters the record."`
 	RouteTopics []string `env:"ROUTE_TOPICS" help:"Comma-separated topics ROUTE may choose besides OUTPUT_TOPIC. Required with ROUTE."`
 
-	TestFailHeader    string        `env:"TEST_FAIL_HEADER" help:"Testing only: a record carrying a header with this name fails the transform, so it is dead-lettered."`
-	TestCostPerRecord time.Duration `env:"TEST_COST_PER_RECORD" help:"Testing only: time the transform spends per record, to simulate slow processing."`
-	TestAbortRatio    float64       `env:"TEST_ABORT_RATIO" help:"Testing only: share of transactions (0 to 1) aborted on purpose just before commit, as fault tests do."`
+	TestFailHeader        string        `env:"TEST_FAIL_HEADER" help:"Testing only: a record carrying a header with this name fails the transform, so it is dead-lettered."`
+	TestCostPerRecord     time.Duration `env:"TEST_COST_PER_RECORD" help:"Testing only: time the transform spends per record, to simulate slow processing."`
+	TestAbortRatio        float64       `env:"TEST_ABORT_RATIO" help:"Testing only: share of transactions (0 to 1) aborted on purpose just before commit, as fault tests do."`
+	TestStopInTransaction int           `env:"TEST_STOP_IN_TRANSACTION" help:"Testing only: in this transaction (counted from 1), after producing its outputs and before sending its offsets, the process stops itself with SIGSTOP, as a frozen host would; 0 never."`
 }
 
 // Properties are librdkafka properties, written key=value;key=value in the environment.
@@ -311,6 +312,9 @@ func (c *Config) validate() error {
 	}
 	if c.TestCostPerRecord < 0 {
 		bad("TEST_COST_PER_RECORD", "%s: must not be negative", c.TestCostPerRecord)
+	}
+	if c.TestStopInTransaction < 0 {
+		bad("TEST_STOP_IN_TRANSACTION", "%d: must not be negative", c.TestStopInTransaction)
 	}
 	if c.TransactionTimeout%time.Millisecond != 0 || c.TransactionTimeout < time.Second {
 		bad("TRANSACTION_TIMEOUT", "%s: must be whole milliseconds and at least 1s", c.TransactionTimeout)

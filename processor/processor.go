@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -118,20 +120,21 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	}
 
 	loop := &txn.Loop{
-		Consumer:        consumer,
-		Producer:        producer,
-		Transform:       transform,
-		OutputTopic:     cfg.OutputTopic,
-		DeadLetterTopic: cfg.DeadLetterTopic,
-		Budgeter:        newRateControl(cfg, reg),
-		Dedupe:          dedupeStage,
-		TestAbortRatio:  cfg.TestAbortRatio,
-		Interval:        cfg.BatchInterval,
-		MaxRecords:      cfg.MaxBatchRecords,
-		AtLeastOnce:     !exactlyOnce,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Metrics:         txn.NewMetrics(reg),
-		Logger:          log,
+		Consumer:          consumer,
+		Producer:          producer,
+		Transform:         transform,
+		OutputTopic:       cfg.OutputTopic,
+		DeadLetterTopic:   cfg.DeadLetterTopic,
+		Budgeter:          newRateControl(cfg, reg),
+		Dedupe:            dedupeStage,
+		TestAbortRatio:    cfg.TestAbortRatio,
+		TestInTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
+		Interval:          cfg.BatchInterval,
+		MaxRecords:        cfg.MaxBatchRecords,
+		AtLeastOnce:       !exactlyOnce,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		Metrics:           txn.NewMetrics(reg),
+		Logger:            log,
 	}
 
 	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
@@ -169,6 +172,23 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	}
 	log.Info("processor stopped")
 	return nil
+}
+
+// stopInTransaction returns the hook behind PROCESSOR_TEST_STOP_IN_TRANSACTION: the process stops itself in
+// transaction n, as a frozen host or VM would, and goes on when the test sends SIGCONT.
+func stopInTransaction(n int, log *slog.Logger) func(int) {
+	if n == 0 {
+		return nil
+	}
+	return func(k int) {
+		if k != n {
+			return
+		}
+		log.Warn("stopping with SIGSTOP inside a transaction (PROCESSOR_TEST_STOP_IN_TRANSACTION)", "transaction", k)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
+			log.Error("stop inside a transaction", "error", err)
+		}
+	}
 }
 
 // groupInstanceID is the consumer's group.instance.id: the instance id for static membership, none otherwise.
