@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,7 @@ type chaosScenario struct {
 	processors       int
 	faults           int
 	env              map[string]string
+	firstEnv         map[string]string // added for processor 0's first start only: a fault it injects in itself once
 	// inject applies fault k (1-based) to the run and says what it did.
 	inject func(ctx context.Context, run *chaosRun, k int) (string, error)
 }
@@ -63,8 +65,22 @@ func chaosRecords(t *testing.T) int {
 }
 
 func TestChaosMatrix(t *testing.T) {
-	cluster := testcontainers.StartForTest(t, testcontainers.Options{Brokers: 3})
 	n := chaosRecords(t)
+	var results []chaosResult
+	image := ""
+	// Registered before the cluster starts, so it runs after the cluster's cleanup has dumped the broker logs: the
+	// table and the failures' details are the last thing a failed run prints, where a truncated log keeps them.
+	t.Cleanup(func() {
+		table := chaosTable(results, image)
+		t.Log("\n" + table)
+		if path := os.Getenv("CHAOS_REPORT"); path != "" {
+			if err := writeChaosReport(path, table, n); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	cluster := testcontainers.StartForTest(t, testcontainers.Options{Brokers: 3})
+	image = cluster.Image()
 	scenarios := []chaosScenario{
 		{name: "clean bounce brokers", faults: 3, inject: bounceBroker(false)},
 		{name: "hard bounce brokers", faults: 3, inject: bounceBroker(true)},
@@ -76,10 +92,12 @@ func TestChaosMatrix(t *testing.T) {
 		{name: "leader cut off the network", faults: 1, inject: cutOffLeader},
 		{name: "processor frozen past its transaction timeout", faults: 1, inject: freezePastTimeout,
 			env: map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "8s"}},
+		{name: "processor frozen inside a transaction", faults: 1, inject: thawStoppedInTransaction,
+			env:      map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "8s"},
+			firstEnv: map[string]string{"PROCESSOR_TEST_STOP_IN_TRANSACTION": "3"}},
 		{name: "single partition, exact order", inputPartitions: 1, outputPartitions: 1, processors: 1, faults: 3,
 			inject: bounceProcessor(syscall.SIGKILL), env: map[string]string{"PROCESSOR_TEST_ABORT_RATIO": "0.2"}},
 	}
-	var results []chaosResult
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			r := runChaos(t, cluster, fmt.Sprintf("c%d-", i), n, sc)
@@ -88,13 +106,6 @@ func TestChaosMatrix(t *testing.T) {
 				t.Errorf("%s: %s", sc.name, r.verdict)
 			}
 		})
-	}
-	table := chaosTable(results, cluster.Image())
-	t.Log("\n" + table)
-	if path := os.Getenv("CHAOS_REPORT"); path != "" {
-		if err := writeChaosReport(path, table, n); err != nil {
-			t.Error(err)
-		}
 	}
 }
 
@@ -112,19 +123,34 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 		sc.processors = 2
 	}
 	f := fixtureOn(t, cluster, name, fixtureOptions{inputPartitions: sc.inputPartitions, outputPartitions: sc.outputPartitions})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// Generous for the records (a 100,000-record scenario takes about 2 minutes), yet short enough that a hung
+	// scenario fails the run well inside CI's limit.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(n)*6*time.Millisecond)
 	defer cancel()
 	f.produce(ctx, sc.inputPartitions, 0, n, nil)
 
-	env := map[string]string{"PROCESSOR_MAX_BATCH_RECORDS": "1000"}
+	// Debug logs name each committed batch's input offsets, to match against a verdict's examples.
+	env := map[string]string{"PROCESSOR_MAX_BATCH_RECORDS": "1000", "PROCESSOR_LOG_LEVEL": "debug"}
 	for k, v := range sc.env {
 		env[k] = v
 	}
 	started := time.Now()
 	run := &chaosRun{f: f}
 	for i := range sc.processors {
-		run.procs = append(run.procs, supervise(f, fmt.Sprintf("%sp%d", name, i), env))
+		first := env
+		if i == 0 && sc.firstEnv != nil {
+			first = maps.Clone(env)
+			maps.Copy(first, sc.firstEnv)
+		}
+		run.procs = append(run.procs, supervise(f, fmt.Sprintf("%sp%d", name, i), first, env))
 	}
+	// Registered after the fixture's, so it runs first: a scenario that fails half-way must not leave a supervisor
+	// restarting processors the fixture kills, to run on through the scenarios after it.
+	t.Cleanup(func() {
+		for _, p := range run.procs {
+			p.abandon()
+		}
+	})
 	watcher := watchOutput(f)
 
 	injected := 0
@@ -189,9 +215,10 @@ type supervised struct {
 	done     chan struct{}
 }
 
-func supervise(f *fixture, name string, env map[string]string) *supervised {
+// supervise starts the instance with first and restarts it with env.
+func supervise(f *fixture, name string, first, env map[string]string) *supervised {
 	s := &supervised{f: f, name: name, env: env, done: make(chan struct{})}
-	s.cur = f.start(name, env)
+	s.cur = f.start(name, first)
 	go s.loop()
 	return s
 }
@@ -236,6 +263,13 @@ func (s *supervised) signal(sig syscall.Signal) error {
 		s.expected = sig
 	}
 	return s.cur.Signal(sig)
+}
+
+// abandon ends supervision without waiting for the instance: the fixture's cleanup kills it.
+func (s *supervised) abandon() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 }
 
 // stop ends supervision with SIGTERM and returns how many exits nobody caused. An instance that was already
@@ -334,6 +368,42 @@ func freezePastTimeout(_ context.Context, run *chaosRun, _ int) (string, error) 
 		return "", err
 	}
 	return fmt.Sprintf("processor %s: SIGSTOP for 12 s (transaction timeout 8 s), then SIGCONT", p.name), nil
+}
+
+// thawStoppedInTransaction waits until processor 0 has stopped itself inside a transaction (its outputs written,
+// its offsets not yet sent: PROCESSOR_TEST_STOP_IN_TRANSACTION), leaves it stopped past its transaction timeout
+// so the broker aborts that transaction and the group hands its partitions over, then lets it go on.
+func thawStoppedInTransaction(ctx context.Context, run *chaosRun, _ int) (string, error) {
+	p := run.procs[0]
+	p.mu.Lock()
+	pid := p.cur.PID()
+	p.mu.Unlock()
+	err := testcontainers.WaitFor(ctx, p.name+" stopped inside a transaction", func(context.Context) (bool, error) {
+		return processState(pid) == 'T', nil
+	})
+	if err != nil {
+		return "", err
+	}
+	// As in freezePastTimeout, the length of the stop is the fault itself.
+	time.Sleep(12 * time.Second)
+	if err := p.signal(syscall.SIGCONT); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("processor %s: stopped itself in its 3rd transaction, SIGCONT 12 s later (transaction timeout 8 s)", p.name), nil
+}
+
+// processState is the state letter of a process in /proc (R running, S sleeping, T stopped), 0 if unknown.
+func processState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name in parentheses may hold spaces; the state follows its closing parenthesis.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
 
 // outputWatcher reads the output with read_committed while the faults happen.
@@ -451,6 +521,11 @@ func chaosTable(results []chaosResult, image string) string {
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s |\n", r.scenario, r.records, r.duplicates,
 			r.lost, r.visibleAborted, r.aborted, r.faults, r.unexpectedExits, r.duration.Round(100*time.Millisecond), verdict)
+	}
+	for _, r := range results {
+		if !r.ok {
+			fmt.Fprintf(&b, "\nFAILED %s: %s\n", r.scenario, r.verdict)
+		}
 	}
 	fmt.Fprintf(&b, "\n3 brokers (%s), replication 3, min.insync.replicas 2; input 2 partitions, output 3 (single-partition row: 1 and 1); 2 processors (1 in the single-partition row).\n", image)
 	return b.String()

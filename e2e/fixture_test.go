@@ -106,7 +106,7 @@ func fixtureOn(t *testing.T, cluster *testcontainers.Cluster, name string, opts 
 			for _, in := range f.running {
 				t.Logf("processor %s log: %s; last lines:\n%s", in.Name, in.LogPath, lastLines(in.Log(), 25))
 			}
-		} else {
+		} else if os.Getenv("E2E_KEEP_LOGS") == "" {
 			os.RemoveAll(logDir)
 		}
 	})
