@@ -187,3 +187,44 @@ func pipelineHeader(m *kafka.Message, name string) string {
 	}
 	return ""
 }
+
+// An output the producer refuses (larger than its message.max.bytes) must not stall the pipeline in an abort loop
+// nor crash it: its input goes to the dead-letter topic, and everything else through, exactly once.
+func TestOversizedOutputGoesToDeadLetterTopic(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 2, outputPartitions: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const n, bigEvery = 3_000, 100
+	f.produce(ctx, 2, 0, n, func(i int, m *kafka.Message) {
+		pad := 0
+		if i%bigEvery == 3 {
+			pad = 20_000
+		}
+		m.Value = []byte(fmt.Sprintf(`{"id": %d, "pad": %d}`, i, pad))
+	})
+	f.start("p0", map[string]string{
+		"PROCESSOR_MAP":                 `{"id": value.id, "pad": repeat("x", int(value.pad))}`,
+		"PROCESSOR_PRODUCER_PROPERTIES": "message.max.bytes=10000",
+	})
+	f.waitCaughtUp(ctx)
+	f.stopAll()
+
+	r := f.verdict(ctx, false)
+	if !r.OK() || r.DeadLettered != n/bigEvery {
+		t.Fatalf("want %d inputs exactly once, %d of them dead-lettered: %s", n, n/bigEvery, r)
+	}
+	dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range dead[0] {
+		var in struct{ Pad int }
+		if err := json.Unmarshal(m.Value, &in); err != nil || in.Pad == 0 {
+			t.Fatalf("dead letter %q is not one of the oversized records' inputs", m.Value)
+		}
+		if reason := headerOf(m, txn.HeaderError); !strings.Contains(reason, "refused") || !strings.Contains(reason, "too large") {
+			t.Fatalf("dead letter reason %q does not say the output was refused as too large", reason)
+		}
+	}
+	t.Logf("%d oversized outputs dead-lettered by their inputs, e.g. reason %q", len(dead[0]), headerOf(dead[0][0], txn.HeaderError))
+}

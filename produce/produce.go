@@ -257,8 +257,15 @@ func (p *Producer) produceError(topic string, err error) error {
 	if errors.As(err, &ke) && ke.Code() == kafka.ErrState {
 		return &Error{Op: op, Class: Abortable, Err: err}
 	}
+	if errors.As(err, &ke) && ke.Code() == kafka.ErrMsgSizeTooLarge {
+		return &Error{Op: op, Class: Abortable, Err: fmt.Errorf("%w: %w", ErrRecordRefused, err)}
+	}
 	return wrap(op, err)
 }
+
+// ErrRecordRefused marks a Produce refused because of the record itself (larger than message.max.bytes): the
+// same record would be refused again, so retrying the batch as it is cannot help.
+var ErrRecordRefused = errors.New("record refused")
 
 // SendOffsets adds the consumer's next offsets to the transaction: they are committed to the group if and only if
 // the transaction commits. group must be the consumer's metadata taken after the batch was polled: the

@@ -156,3 +156,21 @@ func TestGuardGivesUpOnACallThatNeverReturns(t *testing.T) {
 	// With no client behind it, Close would panic if it tried to close librdkafka instead of leaving it.
 	p.Close()
 }
+
+func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
+	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Properties: map[string]string{"message.max.bytes": "2000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_ = p.Begin()
+	err = p.Produce(context.Background(), stream.Record{Topic: "out", Value: make([]byte, 5000)})
+	if ClassOf(err) != Abortable || !errors.Is(err, ErrRecordRefused) || !strings.Contains(err.Error(), "produce to out") {
+		t.Fatalf("Produce of a record over message.max.bytes = %v (class %v), want an abortable ErrRecordRefused naming the topic", err, ClassOf(err))
+	}
+	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: make([]byte, 100)}); err != nil {
+		t.Errorf("a record within the limit after a refused one: %v", err)
+	}
+	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+}

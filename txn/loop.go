@@ -138,6 +138,8 @@ type Loop struct {
 	lastBeat     atomic.Int64
 	ready        atomic.Bool
 	transactions int // begun so far, for TestInTransaction
+	// refused holds, by source, the inputs one of whose outputs the producer refused: the redo dead-letters them.
+	refused map[string]error
 	// open is whether a transaction has begun and not yet been committed or aborted: librdkafka refuses to abort
 	// a transaction that does not exist.
 	open bool
@@ -154,6 +156,10 @@ func (l *Loop) Initialized() bool { return l.ready.Load() }
 type abortable struct {
 	step string
 	err  error
+	// refused says the producer refused a record for itself (produce.ErrRecordRefused): the one at index among
+	// those the transaction was producing.
+	refused bool
+	index   int
 }
 
 func (e *abortable) Error() string { return e.err.Error() }
@@ -240,6 +246,9 @@ func (l *Loop) defaults() {
 	if l.Metrics == nil {
 		l.Metrics = NewMetrics(nil)
 	}
+	if l.refused == nil {
+		l.refused = map[string]error{}
+	}
 	if l.Logger == nil {
 		l.Logger = slog.Default()
 	}
@@ -280,7 +289,7 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 	if err != nil {
 		return false, &abortable{step: "dedupe", err: err}
 	}
-	out, failed, err := l.transform(work, kept)
+	out, from, failed, err := l.transform(work, kept)
 	if err != nil {
 		return false, &abortable{step: "transform", err: err}
 	}
@@ -288,6 +297,19 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 
 	// 4. Transaction: begin, produce, send offsets, commit.
 	commitStart, err := l.commit(work, append(out, dead...), changelog, offsets)
+	var ab *abortable
+	if errors.As(err, &ab) && ab.refused {
+		// The producer refuses this record whatever we do. Its input is dead-lettered when the batch is redone,
+		// with none of its outputs: those already produced go with the aborted transaction.
+		if ab.index >= len(out) {
+			return false, fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
+				"and the dead-letter topic's max.message.bytes): %w", ab.err)
+		}
+		src := kept[from[ab.index]]
+		l.refused[src.Source()] = ab.err
+		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
+			"source", src.Source(), "error", ab.err)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -330,9 +352,13 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 		return time.Time{}, l.classify("begin", err)
 	}
 	l.open = !l.AtLeastOnce
-	for _, r := range out {
+	for i, r := range out {
 		if err := l.Producer.Produce(work, r); err != nil {
-			return time.Time{}, l.classify("produce", err)
+			err = l.classify("produce", err)
+			if ab := (*abortable)(nil); errors.As(err, &ab) && errors.Is(err, produce.ErrRecordRefused) {
+				ab.refused, ab.index = true, i
+			}
+			return time.Time{}, err
 		}
 	}
 	for _, r := range changelog {
@@ -445,14 +471,24 @@ func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, cha
 // transform applies the transform to every record. Failures (errors and panics) become dead-letter records; an
 // error is returned only when the work context ended, since a transform failing because we are out of time says
 // nothing about the record.
-func (l *Loop) transform(work context.Context, in []stream.Record) (out, dead []stream.Record, err error) {
+// transform applies the transform to each record. from[i] is the index in `in` of the record out[i] came from.
+// A record whose output the producer refused in an earlier attempt of this batch is dead-lettered, untransformed.
+func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream.Record, from []int, dead []stream.Record, err error) {
 	// Most transforms emit one record per input: sized once instead of regrown (and recopied) ~log2(n) times.
 	out = make([]stream.Record, 0, len(in))
-	for _, r := range in {
+	from = make([]int, 0, len(in))
+	for i, r := range in {
+		if len(l.refused) > 0 {
+			if reason, ok := l.refused[r.Source()]; ok {
+				delete(l.refused, r.Source())
+				dead = append(dead, l.deadLetter(r, fmt.Errorf("an output of this record was refused: %w", reason)))
+				continue
+			}
+		}
 		res, terr := l.apply(work, r)
 		if terr != nil {
 			if work.Err() != nil {
-				return nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
+				return nil, nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
 			}
 			dead = append(dead, l.deadLetter(r, terr))
 			continue
@@ -462,9 +498,10 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out, dead []
 				o.Topic = l.OutputTopic
 			}
 			out = append(out, o)
+			from = append(from, i)
 		}
 	}
-	return out, dead, nil
+	return out, from, dead, nil
 }
 
 func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record, err error) {

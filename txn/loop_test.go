@@ -426,3 +426,59 @@ func TestInputRanges(t *testing.T) {
 		}
 	}
 }
+
+func refusedErr() error {
+	return &produce.Error{Op: "produce to out", Class: produce.Abortable,
+		Err: fmt.Errorf("%w: %w", produce.ErrRecordRefused, kafka.NewError(kafka.ErrMsgSizeTooLarge, "too large", false))}
+}
+
+func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
+	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr()}}}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.rewinds != 1 || !slices.Contains(p.calls, "abort") {
+		t.Fatalf("rewinds %d, calls %v: want the refused batch aborted and rewound once", c.rewinds, p.calls)
+	}
+	// The aborted attempt produced in/0/4 only; the redo produces 4 and 6 and dead-letters 5.
+	redo := p.produced[1:]
+	var got []string
+	for _, r := range redo {
+		got = append(got, r.Topic+":"+header(r, stream.SourceHeader))
+	}
+	want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("redo produced %v, want %v", got, want)
+	}
+	if reason := header(redo[2], HeaderError); !strings.Contains(reason, "refused") || !strings.Contains(reason, "too large") {
+		t.Errorf("dead letter reason %q does not say the output was refused and why", reason)
+	}
+	if len(p.offsets) == 0 {
+		t.Fatal("no offsets sent for the redone batch")
+	}
+	if last := p.offsets[len(p.offsets)-1]; last[stream.TopicPartition{Topic: "in", Partition: 0}] != 7 {
+		t.Errorf("offsets sent with the redo = %v, want in/0 at 7", last)
+	}
+}
+
+func TestRefusedDeadLetterIsFatal(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5)}}, stop: cancel}
+	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr()}}}
+	failOn5 := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		if in.Offset == 5 {
+			return nil, errors.New("cannot parse")
+		}
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: failOn5, OutputTopic: "out", DeadLetterTopic: "dlq"}
+	err := l.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "dead letter refused") || !errors.Is(err, produce.ErrRecordRefused) {
+		t.Fatalf("Run = %v, want a fatal error saying the dead letter was refused", err)
+	}
+}
