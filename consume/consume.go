@@ -395,7 +395,13 @@ func (c *Consumer) Rewind(ctx context.Context) error {
 	seeks := committed[:0]
 	for _, p := range committed {
 		tp := tpOf(p)
+		if p.Error != nil {
+			// An unanswered partition also comes back with a negative offset: taking that for "nothing committed"
+			// would rewind to the first record seen and redo batches that did commit.
+			return fmt.Errorf("read committed offset of %s: %w", tp, p.Error)
+		}
 		if p.Offset < 0 {
+			// Nothing committed yet: the partition started where auto.offset.reset put it, at its first record.
 			p.Offset = kafka.Offset(c.firstSeen[tp])
 		}
 		seeks = append(seeks, p)
