@@ -7,6 +7,7 @@ package consume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -476,13 +477,25 @@ func (c *Consumer) OffsetResets() uint64 { return c.resets.Load() }
 
 // GroupMetadata returns the member's group id, generation and member id, for SendOffsetsToTransaction. Take it
 // after polling the batch: it must describe the generation that owned the batch's partitions.
+//
+// If the member's session ended since the batch was polled (librdkafka noticed the session timeout, or the
+// coordinator no longer knows the member) it returns ErrAssignmentLost: librdkafka has then reset the member id
+// and generation, and offsets sent with such metadata would pass as those of a producer outside any group, which
+// the coordinator accepts, over the partitions' new owner.
 func (c *Consumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+	if c.k.AssignmentLost() {
+		return nil, ErrAssignmentLost
+	}
 	md, err := c.k.GetConsumerGroupMetadata()
 	if err != nil {
 		return nil, fmt.Errorf("get consumer group metadata: %w", err)
 	}
 	return md, nil
 }
+
+// ErrAssignmentLost means the member lost its partitions after the batch was polled; the next poll hands them
+// back to the group (the rebalance callback drops their records).
+var ErrAssignmentLost = errors.New("consumer group session lost since the batch was polled: its partitions may have moved to another member")
 
 // CommitOffsets commits offsets (next offset to read, per partition) directly, for at_least_once. The call
 // blocks until the coordinator answers; it has no deadline of its own.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
@@ -160,6 +161,8 @@ type abortable struct {
 	// those the transaction was producing.
 	refused bool
 	index   int
+	// lost says the member lost its whole assignment: nothing to rewind, the next poll hands the partitions back.
+	lost bool
 }
 
 func (e *abortable) Error() string { return e.err.Error() }
@@ -345,6 +348,9 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offsets map[stream.TopicPartition]int64) (time.Time, error) {
 	// Taken after polling, so it carries the generation that owns the batch's partitions (KIP-447).
 	group, err := l.Consumer.GroupMetadata()
+	if errors.Is(err, consume.ErrAssignmentLost) {
+		return time.Time{}, &abortable{step: "assignment_lost", err: err, lost: true}
+	}
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -430,8 +436,8 @@ func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) err
 		}
 		l.open = false
 	}
-	if ctx.Err() != nil {
-		// Shutting down: the committed offsets are where the next owner starts; nothing to rewind for.
+	if ctx.Err() != nil || ab.lost {
+		// Shutting down, or the partitions are gone: the committed offsets are where their next owner starts.
 		return nil
 	}
 	// Without the rewind the consumer would go on after the aborted batch, and the batch would be lost.

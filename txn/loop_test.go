@@ -12,6 +12,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
@@ -26,6 +27,7 @@ type fakeConsumer struct {
 	rewinds   int
 	committed []map[stream.TopicPartition]int64
 	group     *kafka.ConsumerGroupMetadata
+	groupErrs []error // returned by GroupMetadata, one per call, before it succeeds
 }
 
 func (c *fakeConsumer) Assigned() []stream.TopicPartition {
@@ -51,7 +53,14 @@ func (c *fakeConsumer) Rewind(context.Context) error {
 	return nil
 }
 
-func (c *fakeConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) { return c.group, nil }
+func (c *fakeConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+	if len(c.groupErrs) > 0 {
+		err := c.groupErrs[0]
+		c.groupErrs = c.groupErrs[1:]
+		return nil, err
+	}
+	return c.group, nil
+}
 
 func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition { return nil }
 
@@ -480,5 +489,28 @@ func TestRefusedDeadLetterIsFatal(t *testing.T) {
 	err := l.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "dead letter refused") || !errors.Is(err, produce.ErrRecordRefused) {
 		t.Fatalf("Run = %v, want a fatal error saying the dead letter was refused", err)
+	}
+}
+
+func TestBatchOfALostAssignmentIsDroppedBeforeItsTransaction(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(1, 9)}}, stop: cancel,
+		groupErrs: []error{consume.ErrAssignmentLost}}
+	p := &fakeProducer{}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out"}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The first batch goes nowhere: no transaction, no rewind (its partitions are no longer ours); the next
+	// batch commits as usual.
+	if c.rewinds != 0 {
+		t.Errorf("rewinds = %d, want 0", c.rewinds)
+	}
+	if got := strings.Join(p.calls, ","); got != "init,begin,produce,send_offsets,commit" {
+		t.Errorf("producer calls %s, want one transaction, for the second batch only", got)
+	}
+	if len(p.produced) != 1 || header(p.produced[0], stream.SourceHeader) != "in/1/9" {
+		t.Errorf("produced %+v, want only in/1/9", p.produced)
 	}
 }
