@@ -127,6 +127,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		DeadLetterTopic:   cfg.DeadLetterTopic,
 		Budgeter:          newRateControl(cfg, reg),
 		Dedupe:            dedupeStage,
+		MaxRecordBytes:    producer.MaxRecordBytes(),
 		TestAbortRatio:    cfg.TestAbortRatio,
 		TestInTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
 		Interval:          cfg.BatchInterval,

@@ -49,13 +49,14 @@ type Config struct {
 // Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); only delivery
 // reports arrive concurrently.
 type Producer struct {
-	k             *kafka.Producer
-	transactional bool
-	groupID       string
-	log           *slog.Logger
-	errLog        *rdkafka.ErrorLog
-	onError       func(kafka.Error)
-	drained       chan struct{}
+	k              *kafka.Producer
+	transactional  bool
+	groupID        string
+	log            *slog.Logger
+	errLog         *rdkafka.ErrorLog
+	onError        func(kafka.Error)
+	drained        chan struct{}
+	maxRecordBytes int
 	// stallBound is how long a transactional call may stay inside librdkafka; past it the producer is wedged.
 	stallBound time.Duration
 	wedged     atomic.Bool
@@ -111,15 +112,20 @@ func New(cfg Config) (*Producer, error) {
 		return nil, fmt.Errorf("create producer: %w", err)
 	}
 	p := &Producer{
-		k:             k,
-		transactional: cfg.TransactionalID != "",
-		groupID:       cfg.GroupID,
-		log:           log,
-		errLog:        &rdkafka.ErrorLog{Log: log},
-		onError:       cfg.OnError,
-		drained:       make(chan struct{}),
-		topics:        map[string]*string{},
-		stallBound:    max(cfg.TransactionTimeout, attemptTimeout) + stallMargin,
+		k:              k,
+		transactional:  cfg.TransactionalID != "",
+		groupID:        cfg.GroupID,
+		log:            log,
+		errLog:         &rdkafka.ErrorLog{Log: log},
+		onError:        cfg.OnError,
+		drained:        make(chan struct{}),
+		topics:         map[string]*string{},
+		stallBound:     max(cfg.TransactionTimeout, attemptTimeout) + stallMargin,
+		maxRecordBytes: defaultMaxRecordBytes,
+	}
+	if v, ok := cfg.Properties["message.max.bytes"]; ok {
+		// librdkafka has accepted the value, so it is a number.
+		p.maxRecordBytes, _ = strconv.Atoi(v)
 	}
 	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
 	go p.drain()
@@ -261,6 +267,23 @@ func (p *Producer) produceError(topic string, err error) error {
 		return &Error{Op: op, Class: Abortable, Err: fmt.Errorf("%w: %w", ErrRecordRefused, err)}
 	}
 	return wrap(op, err)
+}
+
+// defaultMaxRecordBytes is librdkafka's default message.max.bytes.
+const defaultMaxRecordBytes = 1_000_000
+
+// MaxRecordBytes is the producer's message.max.bytes: a record whose EncodedSize is above it is refused.
+func (p *Producer) MaxRecordBytes() int { return p.maxRecordBytes }
+
+// EncodedSize bounds from above the size librdkafka compares with message.max.bytes when a record is produced:
+// key, value, the record's framing (librdkafka 2.11 counts 36 bytes; 64 here), and each header's key and value
+// with their length prefixes (counted at their 5-byte maximum).
+func EncodedSize(r stream.Record) int {
+	n := len(r.Key) + len(r.Value) + 64
+	for _, h := range r.Headers {
+		n += 10 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // ErrRecordRefused marks a Produce refused because of the record itself (larger than message.max.bytes): the

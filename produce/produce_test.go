@@ -172,5 +172,24 @@ func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
 	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: make([]byte, 100)}); err != nil {
 		t.Errorf("a record within the limit after a refused one: %v", err)
 	}
+	if p.MaxRecordBytes() != 2000 {
+		t.Errorf("MaxRecordBytes = %d, want the configured 2000", p.MaxRecordBytes())
+	}
+	// EncodedSize must never be below what librdkafka checks, or the loop's check would let a record through
+	// that librdkafka then refuses: around the limit, every refused record must measure above it.
+	headers := []stream.Header{{Key: "a", Value: []byte("1")}, {Key: "source", Value: []byte("in/0/12345")}}
+	refused := 0
+	for size := 1850; size <= 2000; size++ {
+		r := stream.Record{Topic: "out", Key: []byte("key"), Value: make([]byte, size), Headers: headers}
+		if err := p.Produce(context.Background(), r); errors.Is(err, ErrRecordRefused) {
+			refused++
+			if EncodedSize(r) <= p.MaxRecordBytes() {
+				t.Fatalf("librdkafka refused a record of value size %d whose EncodedSize %d is within the limit", size, EncodedSize(r))
+			}
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no record refused around the limit: the test does not test anything")
+	}
 	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 }

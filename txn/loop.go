@@ -123,6 +123,9 @@ type Loop struct {
 	// ShutdownTimeout bounds how long the batch in flight may take to finish after the context is cancelled;
 	// past it the batch is aborted. A commit already started is not interrupted (librdkafka cannot be).
 	ShutdownTimeout time.Duration
+	// MaxRecordBytes, when above 0, is the largest output the producer takes (its message.max.bytes): an input
+	// with a larger output goes to the dead-letter topic instead, before its transaction begins.
+	MaxRecordBytes int
 	// TestAbortRatio, for fault tests only, is the share of transactions aborted on purpose just before commit.
 	TestAbortRatio float64
 	// TestInTransaction, for fault tests only, is called in every transaction after its outputs are produced and
@@ -157,10 +160,9 @@ func (l *Loop) Initialized() bool { return l.ready.Load() }
 type abortable struct {
 	step string
 	err  error
-	// refused says the producer refused a record for itself (produce.ErrRecordRefused): the one at index among
-	// those the transaction was producing.
-	refused bool
-	index   int
+	// refused are the indexes, among the records the transaction was producing, of those the producer refused
+	// for themselves (produce.ErrRecordRefused).
+	refused []int
 	// lost says the member lost its whole assignment: nothing to rewind, the next poll hands the partitions back.
 	lost bool
 }
@@ -301,17 +303,19 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 	// 4. Transaction: begin, produce, send offsets, commit.
 	commitStart, err := l.commit(work, append(out, dead...), changelog, offsets)
 	var ab *abortable
-	if errors.As(err, &ab) && ab.refused {
-		// The producer refuses this record whatever we do. Its input is dead-lettered when the batch is redone,
-		// with none of its outputs: those already produced go with the aborted transaction.
-		if ab.index >= len(out) {
-			return false, fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
-				"and the dead-letter topic's max.message.bytes): %w", ab.err)
+	if errors.As(err, &ab) && len(ab.refused) > 0 {
+		// The producer refuses these records whatever we do. Their inputs are dead-lettered when the batch is
+		// redone, with none of their outputs: those already produced go with the aborted transaction.
+		for _, i := range ab.refused {
+			if i >= len(out) {
+				return false, fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
+					"and the dead-letter topic's max.message.bytes): %w", ab.err)
+			}
+			src := kept[from[i]]
+			l.refused[src.Source()] = ab.err
+			l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
+				"source", src.Source(), "error", ab.err)
 		}
-		src := kept[from[ab.index]]
-		l.refused[src.Source()] = ab.err
-		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
-			"source", src.Source(), "error", ab.err)
 	}
 	if err != nil {
 		return false, err
@@ -320,6 +324,11 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 
 	if l.Dedupe != nil {
 		l.Dedupe.Committed()
+	}
+	if len(l.refused) > 0 {
+		for _, r := range in {
+			delete(l.refused, r.Source())
+		}
 	}
 
 	// 5. Report.
@@ -358,14 +367,27 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 		return time.Time{}, l.classify("begin", err)
 	}
 	l.open = !l.AtLeastOnce
+	// A record refused for itself does not end the loop: the others are offered too, so that one redo of the
+	// batch deals with all of its refused records rather than one redo each.
+	var refused *abortable
 	for i, r := range out {
 		if err := l.Producer.Produce(work, r); err != nil {
-			err = l.classify("produce", err)
-			if ab := (*abortable)(nil); errors.As(err, &ab) && errors.Is(err, produce.ErrRecordRefused) {
-				ab.refused, ab.index = true, i
+			if errors.Is(err, produce.ErrRecordRefused) {
+				if refused == nil {
+					refused = &abortable{step: "produce", err: err}
+				}
+				refused.refused = append(refused.refused, i)
+				continue
 			}
-			return time.Time{}, err
+			return time.Time{}, l.classify("produce", err)
 		}
+	}
+	if refused != nil {
+		// Abort right after producing can reach the coordinator before the partitions these records added to
+		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
+		// records delivered first, their partitions are registered.
+		_ = l.Producer.Flush(work)
+		return time.Time{}, refused
 	}
 	for _, r := range changelog {
 		if err := l.Producer.ProduceToPartition(work, r); err != nil {
@@ -486,12 +508,15 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 	for i, r := range in {
 		if len(l.refused) > 0 {
 			if reason, ok := l.refused[r.Source()]; ok {
-				delete(l.refused, r.Source())
+				// Kept until the batch commits: if this attempt fails too, the next one needs it again.
 				dead = append(dead, l.deadLetter(r, fmt.Errorf("an output of this record was refused: %w", reason)))
 				continue
 			}
 		}
 		res, terr := l.apply(work, r)
+		if terr == nil {
+			terr = l.checkSizes(res)
+		}
 		if terr != nil {
 			if work.Err() != nil {
 				return nil, nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
@@ -508,6 +533,20 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 		}
 	}
 	return out, from, dead, nil
+}
+
+// checkSizes refuses outputs the producer would refuse, so their input is dead-lettered with none of its outputs
+// instead of failing the transaction half-way.
+func (l *Loop) checkSizes(out []stream.Record) error {
+	if l.MaxRecordBytes <= 0 {
+		return nil
+	}
+	for _, o := range out {
+		if n := produce.EncodedSize(o); n > l.MaxRecordBytes {
+			return fmt.Errorf("output too large: %d bytes with headers, above the producer's message.max.bytes (%d)", n, l.MaxRecordBytes)
+		}
+	}
+	return nil
 }
 
 func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record, err error) {

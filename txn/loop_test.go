@@ -444,8 +444,8 @@ func refusedErr() error {
 func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
-	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr()}}}
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6), rec(0, 7)}}, stop: cancel}
+	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr(), nil, refusedErr()}}}
 	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Millisecond}
 	if err := l.Run(ctx); err != nil {
 		t.Fatal(err)
@@ -453,13 +453,14 @@ func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
 	if c.rewinds != 1 || !slices.Contains(p.calls, "abort") {
 		t.Fatalf("rewinds %d, calls %v: want the refused batch aborted and rewound once", c.rewinds, p.calls)
 	}
-	// The aborted attempt produced in/0/4 only; the redo produces 4 and 6 and dead-letters 5.
-	redo := p.produced[1:]
+	// The aborted attempt offered every record, so one redo deals with both refused ones: it produces 4 and 6
+	// and dead-letters 5 and 7.
+	redo := p.produced[2:]
 	var got []string
 	for _, r := range redo {
 		got = append(got, r.Topic+":"+header(r, stream.SourceHeader))
 	}
-	want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5"}
+	want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5", "dlq:in/0/7"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("redo produced %v, want %v", got, want)
 	}
@@ -469,8 +470,11 @@ func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
 	if len(p.offsets) == 0 {
 		t.Fatal("no offsets sent for the redone batch")
 	}
-	if last := p.offsets[len(p.offsets)-1]; last[stream.TopicPartition{Topic: "in", Partition: 0}] != 7 {
-		t.Errorf("offsets sent with the redo = %v, want in/0 at 7", last)
+	if last := p.offsets[len(p.offsets)-1]; last[stream.TopicPartition{Topic: "in", Partition: 0}] != 8 {
+		t.Errorf("offsets sent with the redo = %v, want in/0 at 8", last)
+	}
+	if len(l.refused) != 0 {
+		t.Errorf("refused sources kept after their batch committed: %v", l.refused)
 	}
 }
 
@@ -512,5 +516,36 @@ func TestBatchOfALostAssignmentIsDroppedBeforeItsTransaction(t *testing.T) {
 	}
 	if len(p.produced) != 1 || header(p.produced[0], stream.SourceHeader) != "in/1/9" {
 		t.Errorf("produced %+v, want only in/1/9", p.produced)
+	}
+}
+
+func TestOutputAboveTheProducersLimitDeadLettersItsInput(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
+	p := &fakeProducer{}
+	// Record 5 becomes two outputs, one of them too large: neither may be produced.
+	grow := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		if in.Offset == 5 {
+			return []stream.Record{{Value: []byte("small")}, {Value: make([]byte, 300)}}, nil
+		}
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: grow, OutputTopic: "out", DeadLetterTopic: "dlq", MaxRecordBytes: 200}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.rewinds != 0 || slices.Contains(p.calls, "abort") {
+		t.Errorf("rewinds %d, calls %v: an oversized output must be caught before the transaction", c.rewinds, p.calls)
+	}
+	var got []string
+	for _, r := range p.produced {
+		got = append(got, r.Topic+":"+header(r, stream.SourceHeader))
+	}
+	if want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5"}; !slices.Equal(got, want) {
+		t.Fatalf("produced %v, want %v", got, want)
+	}
+	if reason := header(p.produced[2], HeaderError); !strings.Contains(reason, "message.max.bytes (200)") {
+		t.Errorf("dead letter reason %q does not name the limit", reason)
 	}
 }
