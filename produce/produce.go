@@ -181,7 +181,7 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	// A short attempt returns a retriable timeout instead, so the caller's retry loop can notice a shutdown.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return p.guard("init transactions", func() error { return p.k.InitTransactions(attempt) })
+	return p.guard(ctx, "init transactions", func() error { return p.k.InitTransactions(attempt) })
 }
 
 // attemptTimeout bounds one InitTransactions or SendOffsets call. librdkafka then returns a retriable timeout
@@ -306,7 +306,7 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 	// which outlasted the shutdown bound. Short attempts keep the caller in charge.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return p.guard(op, func() error { return p.k.SendOffsetsToTransaction(attempt, parts, group) })
+	return p.guard(ctx, op, func() error { return p.k.SendOffsetsToTransaction(attempt, parts, group) })
 }
 
 // Commit commits the transaction. A delivery that already failed makes it abortable without asking the broker.
@@ -316,7 +316,7 @@ func (p *Producer) Commit() error {
 	if err := p.DeliveryError(); err != nil {
 		return &Error{Op: "commit transaction", Class: Abortable, Err: err}
 	}
-	return p.guard("commit transaction", func() error { return p.k.CommitTransaction(context.Background()) })
+	return p.guard(context.Background(), "commit transaction", func() error { return p.k.CommitTransaction(context.Background()) })
 }
 
 // Abort aborts the transaction; librdkafka purges the records not yet delivered (their reports arrive with a
@@ -326,7 +326,7 @@ func (p *Producer) Abort() error {
 	if !p.transactional {
 		return nil
 	}
-	return p.guard("abort transaction", func() error { return p.k.AbortTransaction(context.Background()) })
+	return p.guard(context.Background(), "abort transaction", func() error { return p.k.AbortTransaction(context.Background()) })
 }
 
 // stallMargin is how long past the transaction timeout a transactional call may still be inside librdkafka. By
@@ -334,13 +334,13 @@ func (p *Producer) Abort() error {
 const stallMargin = 30 * time.Second
 
 // guard runs a blocking transactional call of librdkafka's and classifies its error, but returns a fatal error if
-// the call is still running after stallBound. librdkafka does not always honour its own timeouts: with a
-// coordinator unreachable, send_offsets_to_transaction can wait forever (confluentinc/librdkafka#5456, open in
-// 2.11), and commit and abort have no client-side bound at all. A C call cannot be interrupted, so the call is
-// left running and the producer is marked wedged: the process must exit, and its next incarnation's
-// InitTransactions settles the transaction this one left open. Exactly once holds either way; only liveness is
-// at stake, and an exit is what restores it.
-func (p *Producer) guard(op string, call func() error) error {
+// the call is still running after stallBound, or attemptTimeout after ctx ended (the caller gave up: shutting
+// down). librdkafka does not always honour its own timeouts: with a coordinator unreachable,
+// send_offsets_to_transaction can wait forever (confluentinc/librdkafka#5456, open in 2.11), and commit and abort
+// have no client-side bound at all. A C call cannot be interrupted, so the call is left running and the producer
+// is marked wedged: the process must exit, and its next incarnation's InitTransactions settles the transaction
+// this one left open. Exactly once holds either way; only liveness is at stake, and an exit is what restores it.
+func (p *Producer) guard(ctx context.Context, op string, call func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- call() }()
 	stall := time.NewTimer(p.stallBound)
@@ -349,10 +349,25 @@ func (p *Producer) guard(op string, call func() error) error {
 	case err := <-done:
 		return wrap(op, err)
 	case <-stall.C:
-		p.wedged.Store(true)
-		return &Error{Op: op, Class: Fatal, Err: fmt.Errorf("%w: still inside librdkafka after %s (transaction timeout plus %s); "+
-			"exiting so that a new incarnation fences this one and settles its transaction", ErrWedged, p.stallBound, stallMargin)}
+		return p.wedge(op, fmt.Sprintf("after %s (transaction timeout plus %s)", p.stallBound, stallMargin))
+	case <-ctx.Done():
 	}
+	// A call given its own deadline returns within it; the grace keeps a call that is just finishing from being
+	// taken for a stuck one.
+	grace := time.NewTimer(attemptTimeout)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return wrap(op, err)
+	case <-grace.C:
+		return p.wedge(op, fmt.Sprintf("%s after its caller gave up (%v)", attemptTimeout, context.Cause(ctx)))
+	}
+}
+
+func (p *Producer) wedge(op, how string) error {
+	p.wedged.Store(true)
+	return &Error{Op: op, Class: Fatal, Err: fmt.Errorf("%w: still inside librdkafka %s; "+
+		"exiting so that a new incarnation fences this one and settles its transaction", ErrWedged, how)}
 }
 
 // ErrWedged says that a librdkafka call did not return in time and the producer cannot be used again.

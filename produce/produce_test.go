@@ -136,14 +136,14 @@ func TestGuardGivesUpOnACallThatNeverReturns(t *testing.T) {
 	p := &Producer{stallBound: 50 * time.Millisecond, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 
 	retriable := kafka.NewError(kafka.ErrTimedOut, "timed out", false)
-	if err := p.guard("send offsets", func() error { return wrap("inner", retriable) }); p.wedged.Load() || err == nil {
+	if err := p.guard(context.Background(), "send offsets", func() error { return wrap("inner", retriable) }); p.wedged.Load() || err == nil {
 		t.Fatalf("a call that returns: err %v, wedged %v; want its own error and not wedged", err, p.wedged.Load())
 	}
 
 	release := make(chan struct{})
 	defer close(release)
 	start := time.Now()
-	err := p.guard("commit transaction", func() error { <-release; return nil })
+	err := p.guard(context.Background(), "commit transaction", func() error { <-release; return nil })
 	if waited := time.Since(start); waited < p.stallBound || waited > p.stallBound+2*time.Second {
 		t.Errorf("guard returned after %s, want about its bound %s", waited, p.stallBound)
 	}
@@ -192,4 +192,24 @@ func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
 		t.Fatal("no record refused around the limit: the test does not test anything")
 	}
 	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+}
+
+func TestGuardGivesUpWhenItsCallerDoes(t *testing.T) {
+	p := &Producer{stallBound: time.Hour, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// A call that returns within the grace is not taken for a stuck one, even though its caller gave up.
+	if err := p.guard(ctx, "send offsets", func() error { time.Sleep(10 * time.Millisecond); return nil }); err != nil || p.wedged.Load() {
+		t.Fatalf("quick call after cancel: err %v, wedged %v; want its own result", err, p.wedged.Load())
+	}
+	release := make(chan struct{})
+	defer close(release)
+	start := time.Now()
+	err := p.guard(ctx, "send offsets", func() error { <-release; return nil })
+	if waited := time.Since(start); waited > attemptTimeout+2*time.Second {
+		t.Errorf("guard returned %s after its caller gave up, want within the %s grace", waited, attemptTimeout)
+	}
+	if !errors.Is(err, ErrWedged) || ClassOf(err) != Fatal || !p.wedged.Load() {
+		t.Errorf("err = %v, wedged %v; want fatal ErrWedged", err, p.wedged.Load())
+	}
 }
