@@ -42,6 +42,9 @@ type Config struct {
 	// OnError, if set, is called (inside Assemble) with each non-fatal error the client reports: broker down,
 	// authentication or TLS handshake refused. The processor watches it for failures an operator must fix.
 	OnError func(kafka.Error)
+	// OnFatal, if set, is called (from the log goroutine) when the client fails for good, e.g. a static member
+	// fenced. The loop may be inside a transaction then, not polling, and would only see it at its next poll.
+	OnFatal func(error)
 }
 
 // Consumer is one group member. Assemble, Rewind, Lags, GroupMetadata, CommitOffsets and Close must be called from
@@ -51,6 +54,7 @@ type Consumer struct {
 	log       *slog.Logger
 	errLog    *rdkafka.ErrorLog
 	onError   func(kafka.Error)
+	onFatal   func(error)
 	resetMode string
 
 	// Rebalance callbacks run inside Poll, on the loop's goroutine, so the fields below need no lock.
@@ -133,18 +137,28 @@ func New(cfg Config) (*Consumer, error) {
 		log:       log,
 		errLog:    &rdkafka.ErrorLog{Log: log},
 		onError:   cfg.OnError,
+		onFatal:   cfg.OnFatal,
 		resetMode: reset,
 		carry:     map[stream.TopicPartition][]stream.Record{},
 		paused:    map[stream.TopicPartition]bool{},
 		firstSeen: map[stream.TopicPartition]int64{},
 		assigned:  map[stream.TopicPartition]bool{},
 	}
-	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "consumer"), c.watchResets)
+	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "consumer"), c.watchLogs)
 	if err := k.SubscribeTopics(cfg.Topics, c.rebalance); err != nil {
 		k.Close()
 		return nil, fmt.Errorf("subscribe to %s: %w", strings.Join(cfg.Topics, ","), err)
 	}
 	return c, nil
+}
+
+// watchLogs reads librdkafka's log lines for what it reports nowhere else in time: offset resets, and a fatal
+// error while the loop is not polling.
+func (c *Consumer) watchLogs(e kafka.LogEvent) {
+	c.watchResets(e)
+	if e.Tag == "FATAL" && c.onFatal != nil {
+		c.onFatal(errors.New(e.Message))
+	}
 }
 
 // watchResets counts resets of out-of-range offsets. librdkafka reports them only as a warning log line (a reset

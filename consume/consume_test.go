@@ -89,3 +89,13 @@ func TestOutOfRangeResetIsCountedFromTheClientLog(t *testing.T) {
 func logEvent(tag string, level int, msg string) kafka.LogEvent {
 	return kafka.LogEvent{Tag: tag, Level: level, Message: msg}
 }
+
+func TestFatalLogLineReachesOnFatal(t *testing.T) {
+	var got []error
+	c := &Consumer{onFatal: func(err error) { got = append(got, err) }}
+	c.watchLogs(kafka.LogEvent{Tag: "FAIL", Level: 3, Message: "Connect to ipv4#127.0.0.1:1 failed"})
+	c.watchLogs(kafka.LogEvent{Tag: "FATAL", Level: 0, Message: "Fatal error: Broker: Static consumer fenced by other consumer with same group.instance.id"})
+	if len(got) != 1 || !strings.Contains(got[0].Error(), "Static consumer fenced") {
+		t.Fatalf("OnFatal got %v, want the one fatal line", got)
+	}
+}

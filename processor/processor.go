@@ -63,6 +63,10 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
 	}
 
+	// The run ends early, with the cause as its error, when a client fails for good or a login keeps failing.
+	runCtx, failRun := context.WithCancelCause(ctx)
+	defer failRun(nil)
+
 	pcfg := produce.Config{
 		Brokers:            cfg.Brokers,
 		TransactionTimeout: cfg.TransactionTimeout,
@@ -94,6 +98,10 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Properties:      clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties),
 		Logger:          log,
 		OnError:         watch.observe,
+		OnFatal: func(err error) {
+			failRun(fmt.Errorf("consumer failed for good (usually a fenced static member: another live instance with "+
+				"PROCESSOR_INSTANCE_ID %q, or librdkafka fencing its own rejoin after a coordinator change): %w", cfg.InstanceID, err))
+		},
 	})
 	if err != nil {
 		ln.Close()
@@ -155,8 +163,6 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
 	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
 	// instead of being retried forever; see authWatch.
-	runCtx, failRun := context.WithCancelCause(ctx)
-	defer failRun(nil)
 	connected := func() bool {
 		if exactlyOnce {
 			return loop.Initialized()
