@@ -445,8 +445,12 @@ func (l *Loop) classify(step string, err error) error {
 // fatal.
 func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) error {
 	l.Metrics.aborted(ab.step)
-	l.Logger.Warn("transaction aborted; rewinding to committed offsets", "step", ab.step, "error", ab.err,
-		"consecutive_aborts", aborts+1)
+	if ab.lost {
+		l.Logger.Warn("batch dropped before its transaction: the group session ended", "error", ab.err)
+	} else {
+		l.Logger.Warn("transaction aborted; rewinding to committed offsets", "step", ab.step, "error", ab.err,
+			"consecutive_aborts", aborts+1)
+	}
 	if l.Dedupe != nil {
 		// The batch is read again, so the store goes back to what the committed changelog holds.
 		l.Dedupe.Aborted()
@@ -496,11 +500,11 @@ func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, cha
 	return kept, dead, changelog, nil
 }
 
-// transform applies the transform to every record. Failures (errors and panics) become dead-letter records; an
-// error is returned only when the work context ended, since a transform failing because we are out of time says
-// nothing about the record.
-// transform applies the transform to each record. from[i] is the index in `in` of the record out[i] came from.
-// A record whose output the producer refused in an earlier attempt of this batch is dead-lettered, untransformed.
+// transform applies the transform to every record; from[i] is the index in `in` of the record out[i] came from.
+// Failures (errors, panics, an output larger than the producer takes) become dead-letter records, as does,
+// untransformed, a record whose output the producer refused in an earlier attempt of this batch. An error is
+// returned only when the work context ended: a transform failing because we are out of time says nothing about
+// the record.
 func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream.Record, from []int, dead []stream.Record, err error) {
 	// Most transforms emit one record per input: sized once instead of regrown (and recopied) ~log2(n) times.
 	out = make([]stream.Record, 0, len(in))
