@@ -84,8 +84,6 @@ func TestChaosMatrix(t *testing.T) {
 	scenarios := []chaosScenario{
 		{name: "clean bounce brokers", faults: 3, inject: bounceBroker(false)},
 		{name: "hard bounce brokers", faults: 3, inject: bounceBroker(true)},
-		{name: "hard bounce brokers, dynamic membership", faults: 3, inject: bounceBroker(true),
-			env: map[string]string{"PROCESSOR_STATIC_MEMBERSHIP": "false"}},
 		{name: "clean bounce processors", faults: 4, inject: bounceProcessor(syscall.SIGTERM)},
 		{name: "hard bounce processors", faults: 4, inject: bounceProcessor(syscall.SIGKILL)},
 		{name: "random aborts (1/3)", env: map[string]string{"PROCESSOR_TEST_ABORT_RATIO": "0.33"}},

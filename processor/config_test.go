@@ -21,7 +21,7 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
 		MaxBatchRecords: 10000, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
-		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1, StaticMembership: true,
+		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
 		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
 		SASLMechanism: "SCRAM-SHA-512", AuthFailureTimeout: 30 * time.Second,
 	}
