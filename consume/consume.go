@@ -18,6 +18,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/internal/librdkafka"
 	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/stream"
 )
@@ -50,7 +51,7 @@ type Config struct {
 // Consumer is one group member. Assemble, Rewind, Lags, GroupMetadata, CommitOffsets and Close must be called from
 // one goroutine (the loop); Assigned and OffsetResets may be called from any.
 type Consumer struct {
-	k         *kafka.Consumer
+	k         *librdkafka.Consumer
 	log       *slog.Logger
 	errLog    *rdkafka.ErrorLog
 	onError   func(kafka.Error)
@@ -64,6 +65,8 @@ type Consumer struct {
 	revoked   []stream.TopicPartition         // since the last TakeRevoked
 	firstSeen map[stream.TopicPartition]int64 // first offset delivered since assignment: where a rewind without committed offset goes
 	cbErr     error                           // an assignment the callback could not apply
+	polled    []stream.Record                 // reused buffer of one consume call
+	fatal     error                           // a fatal error event, served inside Consume
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -124,16 +127,11 @@ func New(cfg Config) (*Consumer, error) {
 	for k, v := range cfg.Properties {
 		props[k] = v
 	}
-	cm, err := rdkafka.ConfigMap(owned, props)
+	all, err := rdkafka.Properties(owned, props)
 	if err != nil {
 		return nil, fmt.Errorf("configure consumer: %w", err)
 	}
-	k, err := kafka.NewConsumer(cm)
-	if err != nil {
-		return nil, fmt.Errorf("create consumer for group %q: %w", cfg.GroupID, err)
-	}
 	c := &Consumer{
-		k:         k,
 		log:       log,
 		errLog:    &rdkafka.ErrorLog{Log: log},
 		onError:   cfg.OnError,
@@ -144,12 +142,46 @@ func New(cfg Config) (*Consumer, error) {
 		firstSeen: map[stream.TopicPartition]int64{},
 		assigned:  map[stream.TopicPartition]bool{},
 	}
-	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "consumer"), c.watchLogs)
-	if err := k.SubscribeTopics(cfg.Topics, c.rebalance); err != nil {
-		k.Close()
-		return nil, fmt.Errorf("subscribe to %s: %w", strings.Join(cfg.Topics, ","), err)
+	clientLog := log.With("component", "consumer")
+	c.k, err = librdkafka.NewConsumer(all, librdkafka.Hooks{
+		Rebalance: c.rebalance,
+		Error:     c.clientError,
+		Log: func(e kafka.LogEvent) {
+			c.watchLogs(e)
+			rdkafka.Log(clientLog, e)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for group %q: %w", cfg.GroupID, err)
+	}
+	if err := c.k.Subscribe(cfg.Topics); err != nil {
+		_ = c.k.Close()
+		return nil, err
 	}
 	return c, nil
+}
+
+// clientError handles librdkafka's error events, which it serves inside Consume.
+func (c *Consumer) clientError(e kafka.Error) {
+	if e.IsFatal() {
+		if c.fatal == nil {
+			c.fatal = fmt.Errorf("consume (group member fenced or broken; see error): %w", c.fatalCause(e))
+		}
+		return
+	}
+	// Broker down, topic not yet created, coordinator moving: librdkafka recovers by itself.
+	c.errLog.Warn("consumer error", e)
+	if c.onError != nil {
+		c.onError(e)
+	}
+}
+
+// fatalCause is the client's fatal error itself: the event only says that there is one.
+func (c *Consumer) fatalCause(e kafka.Error) error {
+	if err := c.k.FatalError(); err != nil {
+		return err
+	}
+	return e
 }
 
 // watchLogs reads librdkafka's log lines for what it reports nowhere else in time: offset resets, and a fatal
@@ -178,58 +210,56 @@ func (c *Consumer) watchResets(e kafka.LogEvent) {
 // Records of revoked partitions that were polled but not yet produced (in the batch being assembled, or carried
 // over) are dropped: the partition's new owner reads them again from the committed offset, and producing them
 // here too would duplicate them. This is safe only because polling, and so this callback, happens in Assemble,
-// never between producing a batch and committing it.
-func (c *Consumer) rebalance(k *kafka.Consumer, ev kafka.Event) error {
-	switch e := ev.(type) {
-	case kafka.AssignedPartitions:
-		c.log.Info("partitions assigned", "partitions", names(e.Partitions))
-		if err := k.IncrementalAssign(e.Partitions); err != nil {
-			c.cbErr = fmt.Errorf("assign %d partitions: %w", len(e.Partitions), err)
-			return c.cbErr
+// never between producing a batch and committing it. Records a consume call had already gathered before the
+// callback ran are dropped by Assemble, which checks each record's partition after the call.
+func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
+	if assign {
+		c.log.Info("partitions assigned", "partitions", names(parts))
+		if err := c.k.IncrementalAssign(parts); err != nil {
+			c.cbErr = fmt.Errorf("assign %d partitions: %w", len(parts), err)
+			return
 		}
 		c.mu.Lock()
-		for _, p := range e.Partitions {
+		for _, p := range parts {
 			c.assigned[tpOf(p)] = true
 		}
 		c.mu.Unlock()
-	case kafka.RevokedPartitions:
-		if k.AssignmentLost() {
-			c.log.Warn("partitions lost (session timed out or fenced); dropping their unproduced records",
-				"partitions", names(e.Partitions))
-		} else {
-			c.log.Info("partitions revoked; dropping their unproduced records", "partitions", names(e.Partitions))
-		}
-		gone := map[stream.TopicPartition]bool{}
-		var resume []kafka.TopicPartition
-		for _, p := range e.Partitions {
-			tp := tpOf(p)
-			gone[tp] = true
-			delete(c.carry, tp)
-			delete(c.firstSeen, tp)
-			if c.paused[tp] {
-				// librdkafka keeps an application pause across unassign and a later assign of the same partition.
-				resume = append(resume, p)
-				delete(c.paused, tp)
-			}
-		}
-		c.pending = dropPartitions(c.pending, gone)
-		if len(resume) > 0 {
-			if err := k.Resume(resume); err != nil {
-				c.log.Warn("resume revoked partitions", "error", err)
-			}
-		}
-		c.mu.Lock()
-		for tp := range gone {
-			delete(c.assigned, tp)
-			c.revoked = append(c.revoked, tp)
-		}
-		c.mu.Unlock()
-		if err := k.IncrementalUnassign(e.Partitions); err != nil {
-			c.cbErr = fmt.Errorf("unassign %d partitions: %w", len(e.Partitions), err)
-			return c.cbErr
+		return
+	}
+	if c.k.AssignmentLost() {
+		c.log.Warn("partitions lost (session timed out or fenced); dropping their unproduced records",
+			"partitions", names(parts))
+	} else {
+		c.log.Info("partitions revoked; dropping their unproduced records", "partitions", names(parts))
+	}
+	gone := map[stream.TopicPartition]bool{}
+	var resume []kafka.TopicPartition
+	for _, p := range parts {
+		tp := tpOf(p)
+		gone[tp] = true
+		delete(c.carry, tp)
+		delete(c.firstSeen, tp)
+		if c.paused[tp] {
+			// librdkafka keeps an application pause across unassign and a later assign of the same partition.
+			resume = append(resume, p)
+			delete(c.paused, tp)
 		}
 	}
-	return nil
+	c.pending = dropPartitions(c.pending, gone)
+	if len(resume) > 0 {
+		if err := c.k.Resume(resume); err != nil {
+			c.log.Warn("resume revoked partitions", "error", err)
+		}
+	}
+	c.mu.Lock()
+	for tp := range gone {
+		delete(c.assigned, tp)
+		c.revoked = append(c.revoked, tp)
+	}
+	c.mu.Unlock()
+	if err := c.k.IncrementalUnassign(parts); err != nil {
+		c.cbErr = fmt.Errorf("unassign %d partitions: %w", len(parts), err)
+	}
 }
 
 func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) []stream.Record {
@@ -286,25 +316,27 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		if wait < time.Millisecond {
 			break
 		}
-		ev := c.k.Poll(int(min(wait, 100*time.Millisecond).Milliseconds()))
+		// One call takes what librdkafka has fetched, up to what the batch may still hold; a partition's records
+		// beyond its budget are carried over by take.
+		var errs []librdkafka.PartitionError
+		var err error
+		c.polled, errs, err = c.k.Consume(min(wait, 100*time.Millisecond), maxRecords-len(c.pending), c.polled[:0])
+		if err != nil {
+			return nil, err
+		}
 		if c.cbErr != nil {
 			return nil, c.cbErr
 		}
-		switch e := ev.(type) {
-		case *kafka.Message:
-			if err := c.take(e, budgets, used, maxRecords); err != nil {
-				return nil, err
-			}
-		case kafka.Error:
-			if e.IsFatal() {
-				return nil, fmt.Errorf("consume (group member fenced or broken; see error): %w", e)
-			}
-			// Broker down, topic not yet created, coordinator moving: librdkafka recovers by itself.
-			c.errLog.Warn("consumer error", e)
-			if c.onError != nil {
-				c.onError(e)
-			}
+		if c.fatal != nil {
+			return nil, c.fatal
 		}
+		for _, pe := range errs {
+			c.log.Warn("partition error", "partition", pe.Partition.String(), "offset", pe.Offset, "error", pe.Err)
+		}
+		if err := c.take(c.polled, budgets, used, maxRecords); err != nil {
+			return nil, err
+		}
+		clear(c.polled) // the records live on in pending or carry; the buffer must not keep them alive
 	}
 	batch := c.pending
 	c.pending = nil
@@ -322,36 +354,45 @@ func (c *Consumer) budgetsUsed(budgets, used map[stream.TopicPartition]int64) bo
 	return true
 }
 
-func (c *Consumer) take(m *kafka.Message, budgets, used map[stream.TopicPartition]int64, maxRecords int) error {
-	if m.TopicPartition.Error != nil {
-		c.log.Warn("partition error", "partition", m.TopicPartition.String(), "error", m.TopicPartition.Error)
-		return nil
-	}
-	r := toRecord(m)
-	tp := r.TopicPartition()
+func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPartition]int64, maxRecords int) error {
 	c.mu.Lock()
-	owned := c.assigned[tp]
-	c.mu.Unlock()
-	if !owned {
-		// Fetched before its partition was revoked; the new owner reads it again.
-		return nil
-	}
-	if _, ok := c.firstSeen[tp]; !ok {
-		c.firstSeen[tp] = r.Offset
-	}
-	if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {
-		c.pending = append(c.pending, r)
-		used[tp]++
-		return nil
-	}
-	// Over budget: carried to the next batch. Pausing would stop the fetching, but it also throws away what
-	// librdkafka prefetched for the partition and delays its next fetch after Resume by up to a fetch long-poll,
-	// which costs a backlogged partition a whole batch interval. So a partition is paused only once it is a
-	// maxCarry ahead of the others. When every partition used its budget, assembly simply stops polling and the
-	// prefetched records wait in librdkafka's bounded queue.
-	c.carry[tp] = append(c.carry[tp], r)
-	if len(c.carry[tp]) >= maxCarry {
-		return c.pause(tp)
+	defer c.mu.Unlock()
+	var (
+		tp    stream.TopicPartition
+		owned bool
+	)
+	for i := range recs {
+		r := &recs[i]
+		if i == 0 || r.Topic != tp.Topic || r.Partition != tp.Partition {
+			// Consecutive records are mostly of one partition: look its state up once per run.
+			tp = r.TopicPartition()
+			owned = c.assigned[tp]
+			if owned {
+				if _, ok := c.firstSeen[tp]; !ok {
+					c.firstSeen[tp] = r.Offset
+				}
+			}
+		}
+		if !owned {
+			// Fetched before its partition was revoked; the new owner reads it again.
+			continue
+		}
+		if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {
+			c.pending = append(c.pending, *r)
+			used[tp]++
+			continue
+		}
+		// Over budget: carried to the next batch. Pausing would stop the fetching, but it also throws away what
+		// librdkafka prefetched for the partition and delays its next fetch after Resume by up to a fetch
+		// long-poll, which costs a backlogged partition a whole batch interval. So a partition is paused only once
+		// it is a maxCarry ahead of the others. When every partition used its budget, assembly simply stops
+		// polling and the prefetched records wait in librdkafka's bounded queue.
+		c.carry[tp] = append(c.carry[tp], *r)
+		if len(c.carry[tp]) >= maxCarry {
+			if err := c.pause(tp); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -403,7 +444,7 @@ func (c *Consumer) Rewind(ctx context.Context) error {
 	}
 	// With read_committed librdkafka asks for stable offsets, so this waits for the coordinator to settle the
 	// aborted transaction's offsets instead of reading a half-written state.
-	committed, err := c.k.Committed(moved, int(timeout.Milliseconds()))
+	committed, err := c.k.Committed(moved, timeout)
 	if err != nil {
 		return fmt.Errorf("read committed offsets of %d partitions: %w", len(moved), err)
 	}
@@ -423,7 +464,7 @@ func (c *Consumer) Rewind(ctx context.Context) error {
 	}
 	// Seek waits until the fetcher has moved, and librdkafka discards records fetched from the old position, so
 	// the next Poll cannot return a record from before the rewind.
-	res, err := c.k.SeekPartitions(seeks)
+	res, err := c.k.Seek(seeks, timeout)
 	if err != nil {
 		return fmt.Errorf("seek %d partitions to committed offsets: %w", len(seeks), err)
 	}
@@ -467,7 +508,7 @@ func (c *Consumer) Lags() map[stream.TopicPartition]int64 {
 	}
 	for _, p := range pos {
 		tp := tpOf(p)
-		_, high, err := c.k.GetWatermarkOffsets(tp.Topic, tp.Partition)
+		_, high, err := c.k.Watermarks(tp)
 		if err != nil || high < 0 || p.Offset < 0 {
 			continue
 		}
@@ -495,14 +536,15 @@ func (c *Consumer) OffsetResets() uint64 { return c.resets.Load() }
 // If the member's session ended since the batch was polled (librdkafka noticed the session timeout, or the
 // coordinator no longer knows the member) it returns ErrAssignmentLost: librdkafka has then reset the member id
 // and generation, and offsets sent with such metadata would pass as those of a producer outside any group, which
-// the coordinator accepts, over the partitions' new owner.
-func (c *Consumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
-	if c.k.AssignmentLost() {
-		return nil, ErrAssignmentLost
-	}
-	md, err := c.k.GetConsumerGroupMetadata()
+// the coordinator accepts, over the partitions' new owner. librdkafka can reset the member id and generation
+// without flagging the assignment lost, so the metadata itself is checked too, after it was taken.
+func (c *Consumer) GroupMetadata() (*librdkafka.GroupMetadata, error) {
+	md, err := c.k.GroupMetadata()
 	if err != nil {
 		return nil, fmt.Errorf("get consumer group metadata: %w", err)
+	}
+	if c.k.AssignmentLost() || md.MemberID() == "" || md.Generation() < 0 {
+		return nil, ErrAssignmentLost
 	}
 	return md, nil
 }
@@ -518,7 +560,7 @@ func (c *Consumer) CommitOffsets(offsets map[stream.TopicPartition]int64) error 
 	for tp, off := range offsets {
 		parts = append(parts, ktp(tp, kafka.Offset(off)))
 	}
-	res, err := c.k.CommitOffsets(parts)
+	res, err := c.k.Commit(parts)
 	if err != nil {
 		return fmt.Errorf("commit offsets of %d partitions: %w", len(parts), err)
 	}
@@ -553,21 +595,6 @@ func (c *Consumer) Close() error {
 
 // closeTimeout bounds Close; see there.
 const closeTimeout = 10 * time.Second
-
-func toRecord(m *kafka.Message) stream.Record {
-	r := stream.Record{
-		Topic:     *m.TopicPartition.Topic,
-		Partition: m.TopicPartition.Partition,
-		Offset:    int64(m.TopicPartition.Offset),
-		Key:       m.Key,
-		Value:     m.Value,
-		Timestamp: m.Timestamp,
-	}
-	for _, h := range m.Headers {
-		r.Headers = append(r.Headers, stream.Header{Key: h.Key, Value: h.Value})
-	}
-	return r
-}
 
 func tpOf(p kafka.TopicPartition) stream.TopicPartition {
 	return stream.TopicPartition{Topic: *p.Topic, Partition: p.Partition}

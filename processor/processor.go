@@ -208,7 +208,8 @@ func groupInstanceID(cfg Config) string {
 
 // explain adds what the operator should know to the errors whose cause is a deployment mistake.
 func explain(err error, transactionalID string, cfg Config) error {
-	var ke kafka.Error
+	// librdkafka's errors, whether confluent-kafka-go's kafka.Error or the loop's own clients'.
+	var ke interface{ Code() kafka.ErrorCode }
 	if errors.As(err, &ke) {
 		switch ke.Code() {
 		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:

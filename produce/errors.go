@@ -57,7 +57,7 @@ func ClassOf(err error) Class {
 // classify maps a librdkafka error onto the contract. Fencing is checked before the flags because a fenced
 // producer is never worth retrying whatever librdkafka says about the particular call.
 func classify(err error) Class {
-	var ke kafka.Error
+	var ke clientError
 	if !errors.As(err, &ke) {
 		return Fatal
 	}
@@ -74,6 +74,16 @@ func classify(err error) Class {
 	default:
 		return Fatal
 	}
+}
+
+// clientError is what librdkafka's errors tell about themselves (confluent-kafka-go's kafka.Error and this
+// project's librdkafka.Error alike).
+type clientError interface {
+	error
+	Code() kafka.ErrorCode
+	IsFatal() bool
+	IsRetriable() bool
+	TxnRequiresAbort() bool
 }
 
 func wrap(op string, err error) error {

@@ -10,15 +10,19 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/internal/librdkafka"
 	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/stream"
 )
+
+// GroupMetadata identifies a consumer group member and its generation to the transaction coordinator (package
+// consume takes it from its consumer).
+type GroupMetadata = librdkafka.GroupMetadata
 
 // Config is what the producer needs. Zero values are not all usable: Brokers and, for transactions,
 // TransactionalID and TransactionTimeout must be set.
@@ -46,41 +50,27 @@ type Config struct {
 	OnError func(kafka.Error)
 }
 
-// Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); only delivery
-// reports arrive concurrently.
+// Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); delivery reports
+// are counted inside librdkafka's poll, in C.
 type Producer struct {
-	k              *kafka.Producer
+	k              *librdkafka.Producer
 	transactional  bool
 	groupID        string
 	log            *slog.Logger
 	errLog         *rdkafka.ErrorLog
 	onError        func(kafka.Error)
-	drained        chan struct{}
 	maxRecordBytes int
 	// stallBound is how long a transactional call may stay inside librdkafka; past it the producer is wedged.
 	stallBound time.Duration
 	wedged     atomic.Bool
 
-	// pending counts records produced whose delivery report has not been handled yet. Flush waits on it rather
-	// than on librdkafka's queue length, which reaches zero before the last report has been looked at.
-	pending atomic.Int64
-
-	mu sync.Mutex
-	// epoch numbers the current transaction (or at_least_once batch); each record carries it as its Opaque, so a
-	// late report for a record of an aborted transaction (purged by the abort) is not blamed on the next one.
-	epoch       uint64
-	deliveryErr error
-
-	// Reused for every record, by the loop's goroutine only: the client copies key, value, headers and opaque
-	// into librdkafka (RD_KAFKA_MSG_F_COPY) before Produce returns and keeps no reference to the message, so a
-	// fresh message, header slice, topic string and boxed epoch per record would be garbage made for nothing.
-	msg    kafka.Message
-	topics map[string]*string // the TopicPartition.Topic pointer per topic
-	opaque any                // epoch, boxed once per transaction
+	// epoch numbers the current transaction (or at_least_once batch); each record carries it, so a late report
+	// for a record of an aborted transaction (purged by the abort) is not blamed on the next one.
+	epoch uint64
 }
 
-// New creates the producer and starts draining its delivery reports and logs. Call InitTransactions before
-// anything else when the producer is transactional.
+// New creates the producer and starts serving its delivery reports. Call InitTransactions before anything else
+// when the producer is transactional.
 func New(cfg Config) (*Producer, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -93,8 +83,6 @@ func New(cfg Config) (*Producer, error) {
 		// Transactions commit every batch interval; a short linger fills produce requests without adding much
 		// to the commit latency (commit flushes anyway).
 		"linger.ms": "10",
-		// Delivery reports are only looked at for errors; copying keys and values back would waste memory.
-		"go.delivery.report.fields": "none",
 	}
 	if cfg.MessageTimeout > 0 {
 		owned["message.timeout.ms"] = strconv.FormatInt(cfg.MessageTimeout.Milliseconds(), 10)
@@ -103,71 +91,44 @@ func New(cfg Config) (*Producer, error) {
 		owned["transactional.id"] = cfg.TransactionalID
 		owned["transaction.timeout.ms"] = strconv.FormatInt(cfg.TransactionTimeout.Milliseconds(), 10)
 	}
-	cm, err := rdkafka.ConfigMap(owned, cfg.Properties)
+	props, err := rdkafka.Properties(owned, cfg.Properties)
 	if err != nil {
 		return nil, fmt.Errorf("configure producer: %w", err)
 	}
-	k, err := kafka.NewProducer(cm)
-	if err != nil {
-		return nil, fmt.Errorf("create producer: %w", err)
-	}
 	p := &Producer{
-		k:              k,
 		transactional:  cfg.TransactionalID != "",
 		groupID:        cfg.GroupID,
 		log:            log,
 		errLog:         &rdkafka.ErrorLog{Log: log},
 		onError:        cfg.OnError,
-		drained:        make(chan struct{}),
-		topics:         map[string]*string{},
 		stallBound:     max(cfg.TransactionTimeout, attemptTimeout) + stallMargin,
 		maxRecordBytes: defaultMaxRecordBytes,
+	}
+	clientLog := log.With("component", "producer")
+	p.k, err = librdkafka.NewProducer(props, librdkafka.Hooks{
+		Error: p.clientError,
+		Log:   func(e kafka.LogEvent) { rdkafka.Log(clientLog, e) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create producer: %w", err)
 	}
 	if v, ok := cfg.Properties["message.max.bytes"]; ok {
 		// librdkafka has accepted the value, so it is a number.
 		p.maxRecordBytes, _ = strconv.Atoi(v)
 	}
-	go rdkafka.ForwardLogs(k.Logs(), log.With("component", "producer"), nil)
-	go p.drain()
 	return p, nil
 }
 
-// drain reads delivery reports for the producer's whole life. Nothing else may read Events(), and it must never
-// stop early: librdkafka blocks commit and abort (which flush) until every report has been handed over.
-func (p *Producer) drain() {
-	defer close(p.drained)
-	for ev := range p.k.Events() {
-		switch e := ev.(type) {
-		case *kafka.Message:
-			if err := e.TopicPartition.Error; err != nil {
-				p.recordFailure(e, err)
-			}
-			p.pending.Add(-1)
-		case kafka.Error:
-			if e.IsFatal() {
-				p.log.Error("producer fatal error", "error", e)
-			} else {
-				p.errLog.Warn("producer error", e)
-				if p.onError != nil {
-					p.onError(e)
-				}
-			}
-		}
-	}
-}
-
-func (p *Producer) recordFailure(m *kafka.Message, err error) {
-	epoch, _ := m.Opaque.(uint64)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if epoch != p.epoch || p.deliveryErr != nil {
+// clientError handles librdkafka's error events, served on the producer's poll goroutine.
+func (p *Producer) clientError(e kafka.Error) {
+	if e.IsFatal() {
+		p.log.Error("producer fatal error", "error", e)
 		return
 	}
-	topic := ""
-	if m.TopicPartition.Topic != nil {
-		topic = *m.TopicPartition.Topic
+	p.errLog.Warn("producer error", e)
+	if p.onError != nil {
+		p.onError(e)
 	}
-	p.deliveryErr = fmt.Errorf("deliver record to %s/%d: %w", topic, m.TopicPartition.Partition, err)
 }
 
 // InitTransactions registers the transactional.id with its coordinator: it aborts (or completes) whatever
@@ -181,85 +142,95 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	// A short attempt returns a retriable timeout instead, so the caller's retry loop can notice a shutdown.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return p.guard(ctx, "init transactions", func() error { return p.k.InitTransactions(attempt) })
+	return p.guard(ctx, "init transactions", func() error { return p.k.InitTransactions(timeLeft(attempt)) })
 }
 
 // attemptTimeout bounds one InitTransactions or SendOffsets call. librdkafka then returns a retriable timeout
 // that the caller repeats with the same arguments, checking between attempts whether it is shutting down.
 const attemptTimeout = 5 * time.Second
 
+// timeLeft is the time until ctx's deadline, for librdkafka calls that take a timeout instead of a context.
+func timeLeft(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return -1
+	}
+	return max(time.Until(d), time.Millisecond)
+}
+
 // Begin starts a transaction, or an at_least_once batch, and forgets the previous one's delivery failures.
 func (p *Producer) Begin() error {
-	p.mu.Lock()
 	p.epoch++
-	p.deliveryErr = nil
-	p.opaque = p.epoch
-	p.mu.Unlock()
+	p.k.BeginEpoch(p.epoch)
 	if !p.transactional {
 		return nil
 	}
 	return wrap("begin transaction", p.k.BeginTransaction())
 }
 
-// Produce enqueues one record for the topic in r.Topic, waiting while the local queue is full.
-func (p *Producer) Produce(ctx context.Context, r stream.Record) error {
-	return p.produce(ctx, r, kafka.PartitionAny)
+// Produce enqueues records for their topics (r.Topic), in order, waiting while the local queue is full. A record
+// librdkafka refuses for itself (larger than message.max.bytes) does not stop the others: its index in recs is
+// returned in refused, and err is an abortable ErrRecordRefused. Any other refusal stops at once.
+func (p *Producer) Produce(ctx context.Context, recs []stream.Record) (refused []int, err error) {
+	var first error
+	for done := 0; done < len(recs); {
+		n, err := p.k.Produce(recs[done:], "", false)
+		done += n
+		if err == nil {
+			break
+		}
+		err = p.produceError(ctx, recs[done].Topic, err)
+		if !errors.Is(err, ErrRecordRefused) {
+			if errors.Is(err, errQueueFull) {
+				continue
+			}
+			return refused, err
+		}
+		refused = append(refused, done)
+		if first == nil {
+			first = err
+		}
+		done++
+	}
+	return refused, first
 }
 
-// ProduceToPartition enqueues one record for partition r.Partition of r.Topic, for state that is co-partitioned
-// with the input (a changelog) rather than placed by its key.
-func (p *Producer) ProduceToPartition(ctx context.Context, r stream.Record) error {
-	return p.produce(ctx, r, r.Partition)
-}
-
-func (p *Producer) produce(ctx context.Context, r stream.Record, partition int32) error {
-	topic, ok := p.topics[r.Topic]
-	if !ok {
-		name := r.Topic
-		topic = &name
-		p.topics[name] = topic
-	}
-	msg := &p.msg
-	headers := msg.Headers[:0]
-	for _, h := range r.Headers {
-		headers = append(headers, kafka.Header{Key: h.Key, Value: h.Value})
-	}
-	*msg = kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: topic, Partition: partition},
-		Key:            r.Key,
-		Value:          r.Value,
-		Timestamp:      r.Timestamp,
-		Opaque:         p.opaque, // written only by Begin, on this goroutine
-		Headers:        headers,
-	}
-	for {
-		p.pending.Add(1)
-		err := p.k.Produce(msg, nil)
+// ProduceToPartitions enqueues each record for partition r.Partition of r.Topic, for state that is
+// co-partitioned with the input (a changelog) rather than placed by its key.
+func (p *Producer) ProduceToPartitions(ctx context.Context, recs []stream.Record) error {
+	for done := 0; done < len(recs); {
+		n, err := p.k.Produce(recs[done:], "", true)
+		done += n
 		if err == nil {
 			return nil
 		}
-		p.pending.Add(-1)
-		var ke kafka.Error
-		if !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
-			return p.produceError(r.Topic, err)
-		}
-		// The queue drains as the broker acknowledges; give it a moment instead of spinning.
-		p.k.Flush(50)
-		if ctx.Err() != nil {
-			return &Error{Op: "produce to " + r.Topic, Class: Abortable, Err: context.Cause(ctx)}
+		if err = p.produceError(ctx, recs[done].Topic, err); !errors.Is(err, errQueueFull) {
+			return err
 		}
 	}
+	return nil
 }
 
-// produceError classifies a refused Produce call. librdkafka refuses records with a state error once the
-// transaction has failed (a delivery failed, the broker aborted it): that is abortable, unless the producer as a
-// whole has failed.
-func (p *Producer) produceError(topic string, err error) error {
+// errQueueFull is produceError's answer when librdkafka's queue was full and the caller may try again.
+var errQueueFull = errors.New("producer queue full")
+
+// produceError classifies a refused record. A full local queue is waited out (errQueueFull: try again) while ctx
+// lasts. librdkafka refuses records with a state error once the transaction has failed (a delivery failed, the
+// broker aborted it): that is abortable, unless the producer as a whole has failed.
+func (p *Producer) produceError(ctx context.Context, topic string, err error) error {
 	op := "produce to " + topic
-	if fatal := p.k.GetFatalError(); fatal != nil {
+	var ke interface{ Code() kafka.ErrorCode }
+	if errors.As(err, &ke) && ke.Code() == kafka.ErrQueueFull {
+		// The queue drains as the broker acknowledges; give it a moment instead of spinning.
+		_ = p.k.Flush(50 * time.Millisecond)
+		if ctx.Err() != nil {
+			return &Error{Op: op, Class: Abortable, Err: context.Cause(ctx)}
+		}
+		return errQueueFull
+	}
+	if fatal := p.k.FatalError(); fatal != nil {
 		return &Error{Op: op, Class: Fatal, Err: fatal}
 	}
-	var ke kafka.Error
 	if errors.As(err, &ke) && ke.Code() == kafka.ErrState {
 		return &Error{Op: op, Class: Abortable, Err: err}
 	}
@@ -294,7 +265,7 @@ var ErrRecordRefused = errors.New("record refused")
 // the transaction commits. group must be the consumer's metadata taken after the batch was polled: the
 // coordinator compares its generation with the group's and refuses offsets from a member that has since lost
 // its partitions (KIP-447), which is what keeps a zombie from committing over its successor.
-func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *kafka.ConsumerGroupMetadata) error {
+func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *GroupMetadata) error {
 	parts := make([]kafka.TopicPartition, 0, len(offsets))
 	for tp, off := range offsets {
 		topic := tp.Topic
@@ -306,7 +277,7 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 	// which outlasted the shutdown bound. Short attempts keep the caller in charge.
 	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return p.guard(ctx, op, func() error { return p.k.SendOffsetsToTransaction(attempt, parts, group) })
+	return p.guard(ctx, op, func() error { return p.k.SendOffsetsToTransaction(parts, group, timeLeft(attempt)) })
 }
 
 // Commit commits the transaction. A delivery that already failed makes it abortable without asking the broker.
@@ -316,7 +287,7 @@ func (p *Producer) Commit() error {
 	if err := p.DeliveryError(); err != nil {
 		return &Error{Op: "commit transaction", Class: Abortable, Err: err}
 	}
-	return p.guard(context.Background(), "commit transaction", func() error { return p.k.CommitTransaction(context.Background()) })
+	return p.guard(context.Background(), "commit transaction", func() error { return p.k.CommitTransaction(-1) })
 }
 
 // Abort aborts the transaction; librdkafka purges the records not yet delivered (their reports arrive with a
@@ -326,7 +297,7 @@ func (p *Producer) Abort() error {
 	if !p.transactional {
 		return nil
 	}
-	return p.guard(context.Background(), "abort transaction", func() error { return p.k.AbortTransaction(context.Background()) })
+	return p.guard(context.Background(), "abort transaction", func() error { return p.k.AbortTransaction(-1) })
 }
 
 // stallMargin is how long past the transaction timeout a transactional call may still be inside librdkafka. By
@@ -377,14 +348,11 @@ var ErrWedged = errors.New("producer wedged")
 // delivery failure as abortable. It is the at_least_once commit point: only after it returns nil may the caller
 // commit the consumer's offsets.
 func (p *Producer) Flush(ctx context.Context) error {
-	for p.pending.Load() > 0 {
+	for p.k.Pending() > 0 {
 		if ctx.Err() != nil {
 			return &Error{Op: "flush", Class: Abortable, Err: context.Cause(ctx)}
 		}
-		p.k.Flush(100)
-		if p.pending.Load() > 0 {
-			time.Sleep(time.Millisecond)
-		}
+		_ = p.k.Flush(100 * time.Millisecond)
 	}
 	if err := p.DeliveryError(); err != nil {
 		return &Error{Op: "flush", Class: Abortable, Err: err}
@@ -393,11 +361,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 }
 
 // DeliveryError returns the current transaction's first failed delivery, if any.
-func (p *Producer) DeliveryError() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.deliveryErr
-}
+func (p *Producer) DeliveryError() error { return p.k.DeliveryError() }
 
 // Close closes the producer. An open transaction is left to the broker, which aborts it at its timeout or when
 // the next incarnation calls InitTransactions; callers abort first when they can.
@@ -408,5 +372,4 @@ func (p *Producer) Close() {
 		return
 	}
 	p.k.Close()
-	<-p.drained
 }

@@ -71,7 +71,7 @@ func TestFailedDeliveryMakesTheBatchAbortable(t *testing.T) {
 	if err := p.Begin(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: []byte("v")}); err != nil {
+	if _, err := p.Produce(context.Background(), []stream.Record{{Topic: "out", Value: []byte("v")}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -93,7 +93,7 @@ func TestLateFailureOfAnEarlierBatchIsNotBlamedOnTheNext(t *testing.T) {
 	if err := p.Begin(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: []byte("v")}); err != nil {
+	if _, err := p.Produce(context.Background(), []stream.Record{{Topic: "out", Value: []byte("v")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Begin(); err != nil { // the first batch was given up on (aborted)
@@ -113,7 +113,7 @@ func TestFlushGivesUpWithTheContext(t *testing.T) {
 	}
 	defer p.Close()
 	_ = p.Begin()
-	if err := p.Produce(context.Background(), stream.Record{Topic: "out"}); err != nil {
+	if _, err := p.Produce(context.Background(), []stream.Record{{Topic: "out"}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -121,7 +121,6 @@ func TestFlushGivesUpWithTheContext(t *testing.T) {
 	if err := p.Flush(ctx); ClassOf(err) != Abortable {
 		t.Errorf("Flush = %v, want abortable once the context ends", err)
 	}
-	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight) // let Close return without waiting a minute
 }
 
 func TestOwnedPropertiesCannotBeOverridden(t *testing.T) {
@@ -165,11 +164,11 @@ func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
 	}
 	defer p.Close()
 	_ = p.Begin()
-	err = p.Produce(context.Background(), stream.Record{Topic: "out", Value: make([]byte, 5000)})
-	if ClassOf(err) != Abortable || !errors.Is(err, ErrRecordRefused) || !strings.Contains(err.Error(), "produce to out") {
+	refused, err := p.Produce(context.Background(), []stream.Record{{Topic: "out", Value: make([]byte, 5000)}})
+	if len(refused) != 1 || refused[0] != 0 || ClassOf(err) != Abortable || !errors.Is(err, ErrRecordRefused) || !strings.Contains(err.Error(), "produce to out") {
 		t.Fatalf("Produce of a record over message.max.bytes = %v (class %v), want an abortable ErrRecordRefused naming the topic", err, ClassOf(err))
 	}
-	if err := p.Produce(context.Background(), stream.Record{Topic: "out", Value: make([]byte, 100)}); err != nil {
+	if _, err := p.Produce(context.Background(), []stream.Record{{Topic: "out", Value: make([]byte, 100)}}); err != nil {
 		t.Errorf("a record within the limit after a refused one: %v", err)
 	}
 	if p.MaxRecordBytes() != 2000 {
@@ -178,20 +177,39 @@ func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
 	// EncodedSize must never be below what librdkafka checks, or the loop's check would let a record through
 	// that librdkafka then refuses: around the limit, every refused record must measure above it.
 	headers := []stream.Header{{Key: "a", Value: []byte("1")}, {Key: "source", Value: []byte("in/0/12345")}}
-	refused := 0
+	refusals := 0
 	for size := 1850; size <= 2000; size++ {
 		r := stream.Record{Topic: "out", Key: []byte("key"), Value: make([]byte, size), Headers: headers}
-		if err := p.Produce(context.Background(), r); errors.Is(err, ErrRecordRefused) {
-			refused++
+		if _, err := p.Produce(context.Background(), []stream.Record{r}); errors.Is(err, ErrRecordRefused) {
+			refusals++
 			if EncodedSize(r) <= p.MaxRecordBytes() {
 				t.Fatalf("librdkafka refused a record of value size %d whose EncodedSize %d is within the limit", size, EncodedSize(r))
 			}
 		}
 	}
-	if refused == 0 {
+	if refusals == 0 {
 		t.Fatal("no record refused around the limit: the test does not test anything")
 	}
-	_ = p.k.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+}
+
+func TestRefusedRecordsDoNotStopTheOthersInTheBatch(t *testing.T) {
+	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Properties: map[string]string{"message.max.bytes": "2000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_ = p.Begin()
+	small, large := make([]byte, 10), make([]byte, 5000)
+	batch := []stream.Record{{Topic: "out", Value: small}, {Topic: "out", Value: large}, {Topic: "out", Value: small},
+		{Topic: "out", Value: large}, {Topic: "out", Value: small}}
+	refused, err := p.Produce(context.Background(), batch)
+	if !errors.Is(err, ErrRecordRefused) || len(refused) != 2 || refused[0] != 1 || refused[1] != 3 {
+		t.Fatalf("Produce = %v, %v; want records 1 and 3 refused", refused, err)
+	}
+	if n := p.k.Pending(); n != 3 {
+		t.Errorf("%d records queued, want the 3 within the limit", n)
+	}
 }
 
 func TestGuardGivesUpWhenItsCallerDoes(t *testing.T) {

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
+	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
 )
 
@@ -54,7 +53,7 @@ func (c *repeatConsumer) Assemble(context.Context, map[stream.TopicPartition]int
 	return c.batch, nil
 }
 func (c *repeatConsumer) Rewind(context.Context) error { return nil }
-func (c *repeatConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+func (c *repeatConsumer) GroupMetadata() (*produce.GroupMetadata, error) {
 	return nil, nil
 }
 func (c *repeatConsumer) CommitOffsets(map[stream.TopicPartition]int64) error { return nil }
@@ -64,11 +63,11 @@ type discardProducer struct{}
 
 func (discardProducer) InitTransactions(context.Context) error { return nil }
 func (discardProducer) Begin() error                           { return nil }
-func (discardProducer) Produce(context.Context, stream.Record) error {
-	return nil
+func (discardProducer) Produce(context.Context, []stream.Record) ([]int, error) {
+	return nil, nil
 }
-func (discardProducer) ProduceToPartition(context.Context, stream.Record) error { return nil }
-func (discardProducer) SendOffsets(context.Context, map[stream.TopicPartition]int64, *kafka.ConsumerGroupMetadata) error {
+func (discardProducer) ProduceToPartitions(context.Context, []stream.Record) error { return nil }
+func (discardProducer) SendOffsets(context.Context, map[stream.TopicPartition]int64, *produce.GroupMetadata) error {
 	return nil
 }
 func (discardProducer) Commit() error               { return nil }

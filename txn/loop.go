@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/produce"
@@ -31,7 +29,7 @@ type Consumer interface {
 	// Rewind moves every assigned partition back to its committed offset and forgets carried records.
 	Rewind(ctx context.Context) error
 	// GroupMetadata identifies the member and its generation to the transaction coordinator.
-	GroupMetadata() (*kafka.ConsumerGroupMetadata, error)
+	GroupMetadata() (*produce.GroupMetadata, error)
 	// CommitOffsets commits offsets outside any transaction (at_least_once only).
 	CommitOffsets(offsets map[stream.TopicPartition]int64) error
 	// TakeRevoked returns the partitions revoked or lost since the last call.
@@ -42,10 +40,13 @@ type Consumer interface {
 type Producer interface {
 	InitTransactions(ctx context.Context) error
 	Begin() error
-	Produce(ctx context.Context, r stream.Record) error
-	// ProduceToPartition writes to partition r.Partition of r.Topic (a changelog co-partitioned with the input).
-	ProduceToPartition(ctx context.Context, r stream.Record) error
-	SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *kafka.ConsumerGroupMetadata) error
+	// Produce writes records to their topics in order; a record refused for itself (produce.ErrRecordRefused)
+	// does not stop the others, and its index is returned in refused.
+	Produce(ctx context.Context, recs []stream.Record) (refused []int, err error)
+	// ProduceToPartitions writes each record to partition r.Partition of r.Topic (a changelog co-partitioned
+	// with the input).
+	ProduceToPartitions(ctx context.Context, recs []stream.Record) error
+	SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *produce.GroupMetadata) error
 	Commit() error
 	Abort() error
 	// Flush waits for every delivery and reports the batch's first failure (at_least_once only).
@@ -369,28 +370,19 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 	l.open = !l.AtLeastOnce
 	// A record refused for itself does not end the loop: the others are offered too, so that one redo of the
 	// batch deals with all of its refused records rather than one redo each.
-	var refused *abortable
-	for i, r := range out {
-		if err := l.Producer.Produce(work, r); err != nil {
-			if errors.Is(err, produce.ErrRecordRefused) {
-				if refused == nil {
-					refused = &abortable{step: "produce", err: err}
-				}
-				refused.refused = append(refused.refused, i)
-				continue
-			}
-			return time.Time{}, l.classify("produce", err)
-		}
+	refused, err := l.Producer.Produce(work, out)
+	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
+		return time.Time{}, l.classify("produce", err)
 	}
-	if refused != nil {
+	if len(refused) > 0 {
 		// Abort right after producing can reach the coordinator before the partitions these records added to
 		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
 		// records delivered first, their partitions are registered.
 		_ = l.Producer.Flush(work)
-		return time.Time{}, refused
+		return time.Time{}, &abortable{step: "produce", err: err, refused: refused}
 	}
-	for _, r := range changelog {
-		if err := l.Producer.ProduceToPartition(work, r); err != nil {
+	if len(changelog) > 0 {
+		if err := l.Producer.ProduceToPartitions(work, changelog); err != nil {
 			return time.Time{}, l.classify("produce_changelog", err)
 		}
 	}

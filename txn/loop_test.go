@@ -26,7 +26,7 @@ type fakeConsumer struct {
 	stop      context.CancelFunc
 	rewinds   int
 	committed []map[stream.TopicPartition]int64
-	group     *kafka.ConsumerGroupMetadata
+	group     *produce.GroupMetadata
 	groupErrs []error // returned by GroupMetadata, one per call, before it succeeds
 }
 
@@ -53,7 +53,7 @@ func (c *fakeConsumer) Rewind(context.Context) error {
 	return nil
 }
 
-func (c *fakeConsumer) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+func (c *fakeConsumer) GroupMetadata() (*produce.GroupMetadata, error) {
 	if len(c.groupErrs) > 0 {
 		err := c.groupErrs[0]
 		c.groupErrs = c.groupErrs[1:]
@@ -74,7 +74,7 @@ type fakeProducer struct {
 	calls    []string
 	produced []stream.Record
 	offsets  []map[stream.TopicPartition]int64
-	groups   []*kafka.ConsumerGroupMetadata
+	groups   []*produce.GroupMetadata
 	fail     map[string][]error
 }
 
@@ -93,23 +93,36 @@ func (p *fakeProducer) Commit() error                          { return p.do("co
 func (p *fakeProducer) Abort() error                           { return p.do("abort") }
 func (p *fakeProducer) Flush(context.Context) error            { return p.do("flush") }
 
-func (p *fakeProducer) Produce(_ context.Context, r stream.Record) error {
-	if err := p.do("produce"); err != nil {
-		return err
+// Produce takes the records one by one like the real producer: a record refused for itself is skipped and
+// reported by index, any other failure stops the batch.
+func (p *fakeProducer) Produce(_ context.Context, recs []stream.Record) (refused []int, err error) {
+	for i, r := range recs {
+		if perr := p.do("produce"); perr != nil {
+			if !errors.Is(perr, produce.ErrRecordRefused) {
+				return refused, perr
+			}
+			refused = append(refused, i)
+			if err == nil {
+				err = perr
+			}
+			continue
+		}
+		p.produced = append(p.produced, r)
 	}
-	p.produced = append(p.produced, r)
+	return refused, err
+}
+
+func (p *fakeProducer) ProduceToPartitions(_ context.Context, recs []stream.Record) error {
+	for _, r := range recs {
+		if err := p.do("produce_changelog"); err != nil {
+			return err
+		}
+		p.produced = append(p.produced, r)
+	}
 	return nil
 }
 
-func (p *fakeProducer) ProduceToPartition(_ context.Context, r stream.Record) error {
-	if err := p.do("produce_changelog"); err != nil {
-		return err
-	}
-	p.produced = append(p.produced, r)
-	return nil
-}
-
-func (p *fakeProducer) SendOffsets(_ context.Context, o map[stream.TopicPartition]int64, g *kafka.ConsumerGroupMetadata) error {
+func (p *fakeProducer) SendOffsets(_ context.Context, o map[stream.TopicPartition]int64, g *produce.GroupMetadata) error {
 	p.offsets = append(p.offsets, maps.Clone(o))
 	p.groups = append(p.groups, g)
 	return p.do("send_offsets")
@@ -227,16 +240,13 @@ func TestErrorPolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			group, err := kafka.NewTestConsumerGroupMetadata("g")
-			if err != nil {
-				t.Fatal(err)
-			}
+			group := &produce.GroupMetadata{} // only its identity matters: the loop passes it on untouched
 			c := &fakeConsumer{batches: tt.batches, stop: cancel, group: group}
 			p := &fakeProducer{fail: tt.fail}
 			l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", AtLeastOnce: tt.atLeastOnce,
 				MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
 
-			err = l.Run(ctx)
+			err := l.Run(ctx)
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Run: %v", err)
 			}

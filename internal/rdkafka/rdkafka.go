@@ -1,6 +1,6 @@
 // Package rdkafka holds what the consume and produce packages both need around librdkafka and must not import
-// from each other: building a client configuration from protected and pass-through properties, and turning the
-// client's log events into structured logs.
+// from each other: merging protected and pass-through client properties, and turning the client's log lines and
+// error events into structured logs.
 package rdkafka
 
 import (
@@ -13,12 +13,12 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// ConfigMap merges pass-through properties under the properties a package owns. Owned keys win and a clash is an
+// Properties merges pass-through properties under the properties a package owns. Owned keys win and a clash is an
 // error, not a silent override: the guarantees depend on them (isolation level, idempotence, transactional id),
 // so a user who tries to change one must hear about it. The processor's config validation rejects these keys
 // earlier with the variable's name; this check keeps the packages safe on their own.
-func ConfigMap(owned, passThrough map[string]string) (*kafka.ConfigMap, error) {
-	m := kafka.ConfigMap{}
+func Properties(owned, passThrough map[string]string) (map[string]string, error) {
+	m := make(map[string]string, len(owned)+len(passThrough))
 	for k, v := range passThrough {
 		if _, ok := owned[k]; ok {
 			return nil, fmt.Errorf("property %q is set by the processor and cannot be overridden", k)
@@ -28,20 +28,12 @@ func ConfigMap(owned, passThrough map[string]string) (*kafka.ConfigMap, error) {
 	for k, v := range owned {
 		m[k] = v
 	}
-	// Logs go through a channel so they reach slog as JSON instead of librdkafka's plain stderr lines.
-	m["go.logs.channel.enable"] = true
-	return &m, nil
+	return m, nil
 }
 
-// ForwardLogs writes librdkafka's log events to log until logs is closed, calling hook (if not nil) on each.
-// It must run for the client's whole life: the client blocks a thread on a full log channel.
-func ForwardLogs(logs <-chan kafka.LogEvent, log *slog.Logger, hook func(kafka.LogEvent)) {
-	for e := range logs {
-		if hook != nil {
-			hook(e)
-		}
-		log.Log(context.Background(), level(e.Level), e.Message, "client", e.Name, "facility", e.Tag)
-	}
+// Log writes one of librdkafka's log lines to log as a structured record.
+func Log(log *slog.Logger, e kafka.LogEvent) {
+	log.Log(context.Background(), level(e.Level), e.Message, "client", e.Name, "facility", e.Tag)
 }
 
 // level maps syslog severities, which librdkafka uses, onto slog levels.
