@@ -309,18 +309,21 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 	}
 
 	for len(c.pending) < maxRecords && ctx.Err() == nil {
-		if len(c.pending) > 0 && c.budgetsUsed(budgets, used) {
+		left := c.budgetLeft(budgets, used, maxRecords-len(c.pending))
+		if len(c.pending) > 0 && left == 0 {
 			break
 		}
 		wait := time.Until(deadline)
 		if wait < time.Millisecond {
 			break
 		}
-		// One call takes what librdkafka has fetched, up to what the batch may still hold; a partition's records
-		// beyond its budget are carried over by take.
+		// One call takes what librdkafka has fetched, up to what the budgets still allow in all: the records it
+		// returns come in whatever order librdkafka fetched them, and a partition's records beyond its budget are
+		// carried over by take. Taking more than the budgets allow would only fill the carry (and pause partitions
+		// whose budget next batch then waits for a fetch).
 		var errs []librdkafka.PartitionError
 		var err error
-		c.polled, errs, err = c.k.Consume(min(wait, 100*time.Millisecond), maxRecords-len(c.pending), c.polled[:0])
+		c.polled, errs, err = c.k.Consume(min(wait, 100*time.Millisecond), max(left, 1), c.polled[:0])
 		if err != nil {
 			return nil, err
 		}
@@ -343,15 +346,20 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 	return batch, nil
 }
 
-func (c *Consumer) budgetsUsed(budgets, used map[stream.TopicPartition]int64) bool {
+// budgetLeft is how many more records the assigned partitions' budgets allow this batch, at most limit.
+func (c *Consumer) budgetLeft(budgets, used map[stream.TopicPartition]int64, limit int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	left := 0
 	for tp := range c.assigned {
-		if used[tp] < budgets[tp] {
-			return false
+		if b := budgets[tp] - used[tp]; b > 0 {
+			left += int(min(b, int64(limit)))
+			if left >= limit {
+				return limit
+			}
 		}
 	}
-	return true
+	return left
 }
 
 func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPartition]int64, maxRecords int) error {

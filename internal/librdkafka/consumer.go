@@ -71,8 +71,8 @@ type PartitionError struct {
 	Err       error
 }
 
-// Consume waits up to timeout for records and returns at most max of them, appended to dst, in the order
-// librdkafka delivered them. Rebalance and error callbacks run inside it. Keys, values and headers are copies in
+// Consume returns at most max records, appended to dst, in the order librdkafka delivered them: those already
+// fetched at once, and only when there are none it waits up to timeout for the first. Rebalance and error callbacks run inside it. Keys, values and headers are copies in
 // one byte array per call, so the records stay valid for as long as the caller keeps them.
 func (c *Consumer) Consume(timeout time.Duration, max int, dst []stream.Record) ([]stream.Record, []PartitionError, error) {
 	n := C.eos_consume(c.q, ms(int64(timeout)), c.batch, C.size_t(max))

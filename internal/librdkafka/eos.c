@@ -94,13 +94,24 @@ static struct eos_hdr *hdr_next(struct eos_batch *b) {
         return &b->hdrs[b->nhdrs++];
 }
 
-/* Consumes up to max messages in one call (rebalance and error callbacks are served inside it, on this thread)
- * and describes each in b->recs, pointing into the messages, which stay alive until eos_consume_release. */
+/* Consumes up to max messages, waiting up to timeout_ms only while none is there (rebalance and error callbacks
+ * are served inside it, on this thread), and describes each in b->recs, pointing into the messages, which stay alive until eos_consume_release. */
 ssize_t eos_consume(rd_kafka_queue_t *q, int timeout_ms, struct eos_batch *b, size_t max) {
         ssize_t n, i;
         batch_grow(b, max);
         b->nhdrs = 0;
-        n = rd_kafka_consume_batch_queue(q, timeout_ms, b->msgs, max);
+        /* rd_kafka_consume_batch_queue waits until it has max messages or the timeout passed. Waiting for a full
+         * array would hold records that are already there, so: take what is queued; if nothing is, wait for
+         * one message, then take what came with it. */
+        n = rd_kafka_consume_batch_queue(q, 0, b->msgs, max);
+        if (n == 0 && timeout_ms != 0) {
+                n = rd_kafka_consume_batch_queue(q, timeout_ms, b->msgs, 1);
+                if (n == 1 && max > 1) {
+                        ssize_t more = rd_kafka_consume_batch_queue(q, 0, b->msgs + 1, max - 1);
+                        if (more > 0)
+                                n += more;
+                }
+        }
         if (n < 0)
                 return n;
         b->n = (size_t)n;
