@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -168,6 +169,61 @@ func ReadCommitted(ctx context.Context, bootstrap, topic string) (map[int32][]*k
 		}
 	}
 	return out, nil
+}
+
+// WaitSettled waits until no transaction is open on any partition of topics (empty names are skipped): until a
+// read_committed reader's end of each partition (its last stable offset) is the partition's high watermark.
+func WaitSettled(ctx context.Context, bootstrap string, topics []string) error {
+	clients := map[string]*kafka.Consumer{}
+	for _, level := range []string{"read_committed", "read_uncommitted"} {
+		c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "kafkatest-settle",
+			"isolation.level": level, "log_level": 3})
+		if err != nil {
+			return fmt.Errorf("create %s client: %w", level, err)
+		}
+		defer c.Close()
+		clients[level] = c
+	}
+	for {
+		open, err := openTransactions(clients["read_committed"], clients["read_uncommitted"], topics)
+		if err == nil && open == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for open transactions on %v to end (%d partitions still open, last error %v): %w",
+				topics, open, err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// openTransactions counts the partitions of topics whose last stable offset is below their high watermark.
+func openTransactions(committed, uncommitted *kafka.Consumer, topics []string) (int, error) {
+	open := 0
+	for _, topic := range topics {
+		if topic == "" {
+			continue
+		}
+		md, err := committed.GetMetadata(&topic, false, 5000)
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range md.Topics[topic].Partitions {
+			_, stable, err := committed.QueryWatermarkOffsets(topic, p.ID, 5000)
+			if err != nil {
+				return 0, err
+			}
+			_, high, err := uncommitted.QueryWatermarkOffsets(topic, p.ID, 5000)
+			if err != nil {
+				return 0, err
+			}
+			if stable < high {
+				open++
+			}
+		}
+	}
+	return open, nil
 }
 
 // Records makes n test records for topic, numbered from first: record i has key "key-<i>", value "value-<i>"

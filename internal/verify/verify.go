@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -70,12 +71,25 @@ type Options struct {
 	// other input exactly one. It is the test's own copy of the filter, so the verdict does not trust the
 	// processor's.
 	Filtered func(input *kafka.Message) bool
+	// Settle, when above 0, is how long to wait first for transactions still open on the outputs to end: a
+	// processor that stopped inside a transaction (a wedged zombie) leaves it open until the broker aborts it at
+	// the transaction timeout, and until then read_committed readers see nothing written after its first record,
+	// including other processors' committed outputs. Past Settle the verdict is taken on what is visible.
+	Settle time.Duration
 }
 
 const maxExamples = 5
 
 // Run reads every topic to its end with read_committed and compares.
 func Run(ctx context.Context, opts Options) (Report, error) {
+	if opts.Settle > 0 {
+		settle, cancel := context.WithTimeout(ctx, opts.Settle)
+		err := kafkatest.WaitSettled(settle, opts.Bootstrap, append(slices.Clone(opts.Outputs), opts.DeadLetterTopic))
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return Report{}, err
+		}
+	}
 	inputs := map[string]*kafka.Message{} // by source "topic/partition/offset"
 	for _, topic := range opts.Inputs {
 		parts, err := kafkatest.ReadCommitted(ctx, opts.Bootstrap, topic)
