@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/eosproc/eosproc/processor"
@@ -50,6 +51,14 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by LoadConfig
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.TestCPUProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.TestCPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "PROCESSOR_TEST_CPU_PROFILE: %v\n", err)
+			return exitConfig
+		}
+		defer stopProfile()
+	}
 
 	if err := processor.Run(ctx, cfg, nil, log); err != nil {
 		var ce *processor.ConfigError
@@ -61,4 +70,20 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// startCPUProfile profiles the process until the returned function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
