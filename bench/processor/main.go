@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,9 @@ type options struct {
 	latencyWarmup time.Duration
 	jsonPath      string
 	svgPath       string
-	extraEnv      map[string]string // added to every processor run's environment, to compare settings
+	extraEnv      map[string]string // added to every tuned processor run's environment, to compare settings
+	repeats       int               // runs of each throughput configuration, alternating, for medians
+	streams       bool              // measure the Kafka Streams peer too
 }
 
 func main() {
@@ -55,6 +58,8 @@ func main() {
 	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 5*time.Second, "first part of a latency run left out of the figures")
 	flag.StringVar(&o.jsonPath, "json", "docs/benchmarks.json", "where every figure is written")
 	flag.StringVar(&o.svgPath, "svg", "docs/benchmarks.svg", "where the plot is written")
+	flag.IntVar(&o.repeats, "repeats", 3, "runs of each throughput configuration (alternating); ratios are of medians")
+	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
 	flag.Func("env", "NAME=VALUE added to every processor run's environment (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
 		func(s string) error {
@@ -95,6 +100,14 @@ func run(ctx context.Context, o options) error {
 	defer cluster.Terminate(context.WithoutCancel(ctx))
 	res.Machine.KafkaImage = cluster.Image()
 	b := &bench{cluster: cluster, opts: o, res: res}
+	if o.streams {
+		step("building the Kafka Streams peer (scripts/kstreams-app.sh)")
+		out, err := exec.CommandContext(ctx, "scripts/kstreams-app.sh").Output()
+		if err != nil {
+			return fmt.Errorf("build the Kafka Streams peer: %w", err)
+		}
+		b.streamsClasspath = strings.TrimSpace(string(out))
+	}
 
 	workDir, err := os.MkdirTemp("", "eosproc-bench-")
 	if err != nil {
@@ -119,21 +132,41 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	for _, w := range loads {
-		for _, interval := range []time.Duration{100 * time.Millisecond, time.Second} {
-			// The two guarantees back to back, so the drift of a shared machine hits both alike.
-			for _, mode := range []string{"exactly_once", "at_least_once"} {
-				if err := b.throughput(ctx, w, mode, interval); err != nil {
+	// Every configuration once per repeat, in turn, so that the drift of a shared machine hits all alike; the
+	// tables report each run and the medians.
+	peers := []peer{
+		{Name: peerProcessor, Guarantee: "exactly_once", Interval: 100 * time.Millisecond},
+		{Name: peerProcessor, Guarantee: "at_least_once", Interval: 100 * time.Millisecond},
+		{Name: peerProcessor, Guarantee: "exactly_once", Interval: time.Second},
+		{Name: peerProcessor, Guarantee: "at_least_once", Interval: time.Second},
+		{Name: peerDefaults, Guarantee: "exactly_once"},
+	}
+	if o.streams {
+		peers = append(peers,
+			peer{Name: peerStreams, Guarantee: "exactly_once", Interval: 100 * time.Millisecond},
+			peer{Name: peerStreams, Guarantee: "exactly_once", Interval: time.Second})
+	}
+	for repeat := 1; repeat <= o.repeats; repeat++ {
+		for _, w := range loads {
+			for _, p := range peers {
+				run, err := b.throughput(ctx, w, p, repeat)
+				if err != nil {
 					return err
 				}
+				res.Runs = append(res.Runs, run)
 			}
 		}
 	}
-	for _, interval := range []time.Duration{100 * time.Millisecond, time.Second} {
-		for _, mode := range []string{"exactly_once", "at_least_once"} {
-			if err := b.latency(ctx, loads[0], mode, interval); err != nil {
-				return err
-			}
+	if err := b.profile(ctx, loads[0], peers[0]); err != nil {
+		return err
+	}
+	// Latency at half of each peer's median maximum, with 100-byte records.
+	for _, p := range peers {
+		if p.Name == peerDefaults || p.Guarantee == "at_least_once" {
+			continue
+		}
+		if err := b.latency(ctx, loads[0], p); err != nil {
+			return err
 		}
 	}
 	res.Took = time.Since(began).Round(time.Second).String()
@@ -159,7 +192,9 @@ type bench struct {
 	res     *Results
 	bin     string
 	workDir string
-	seq     int // numbers topics and groups, so every run starts fresh
+	// streamsClasspath runs the Kafka Streams peer (scripts/kstreams-app.sh builds it).
+	streamsClasspath string
+	seq              int // numbers topics and groups, so every run starts fresh
 }
 
 func step(format string, args ...any) {

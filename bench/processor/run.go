@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,12 +19,14 @@ import (
 	"github.com/eosproc/eosproc/internal/procrun"
 )
 
-// Run is the processor draining one backlog.
+// Run is one peer draining one backlog.
 type Run struct {
 	Workload        string  `json:"workload"`
+	Peer            string  `json:"peer"`
 	Guarantee       string  `json:"guarantee"`
 	BatchInterval   string  `json:"batch_interval"`
-	MaxBatchRecords int     `json:"max_batch_records"`
+	Repeat          int     `json:"repeat"`
+	MaxBatchRecords int     `json:"max_batch_records,omitempty"`
 	Records         int     `json:"records"`
 	Seconds         float64 `json:"seconds"`         // from the process's start until every offset is committed
 	StartupSeconds  float64 `json:"startup_seconds"` // from the start until the first offsets are committed
@@ -41,6 +44,7 @@ type Run struct {
 // Latency is end-to-end latency at a fixed input rate.
 type Latency struct {
 	Workload      string  `json:"workload"`
+	Peer          string  `json:"peer"`
 	Guarantee     string  `json:"guarantee"`
 	BatchInterval string  `json:"batch_interval"`
 	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum of the same configuration
@@ -58,63 +62,118 @@ type Latency struct {
 
 const pollEvery = 200 * time.Millisecond
 
-// env is the processor's configuration in every run. Backpressure is off: with an identity transform the
-// processor is never slower than the broker lets it be, and a rate controller starting at its initial rate
-// (100 records/s per partition) would measure its own ramp-up rather than the pipeline; backpressure's own
-// behaviour is tested in e2e/backpressure_test.go.
+// peer is one configuration measured: the processor with the given settings, or the Kafka Streams copy
+// application.
+type peer struct {
+	Name      string            // peerProcessor, peerDefaults or peerStreams
+	Guarantee string            // exactly_once or at_least_once
+	Interval  time.Duration     // batch interval, or Kafka Streams' commit.interval.ms; 0 for the processor's default
+	Env       map[string]string // added to the processor's environment (the profiled run)
+}
+
+const (
+	peerProcessor = "processor"
+	peerDefaults  = "processor, default settings"
+	peerStreams   = "Kafka Streams exactly_once_v2"
+)
+
+// intervalName is how a peer's interval appears in the tables.
+func (p peer) intervalName() string {
+	if p.Interval == 0 {
+		return "default"
+	}
+	return p.Interval.String()
+}
+
+func (p peer) String() string { return fmt.Sprintf("%s %s %s", p.Name, p.Guarantee, p.intervalName()) }
+
+// env is the processor's configuration in the tuned runs. Backpressure is off: with an identity transform the
+// processor is never slower than the broker lets it be; the defaults peer shows what backpressure on costs.
 func (b *bench) env(in, out, group, mode string, interval time.Duration, maxBatch int) map[string]string {
-	env := map[string]string{
-		"PROCESSOR_BROKERS":              b.cluster.BootstrapServers(),
-		"PROCESSOR_INPUT_TOPICS":         in,
-		"PROCESSOR_OUTPUT_TOPIC":         out,
-		"PROCESSOR_DEAD_LETTER_TOPIC":    "bench-dlq",
-		"PROCESSOR_APP_ID":               group,
-		"PROCESSOR_INSTANCE_ID":          "bench-0",
+	env := b.defaultsEnv(in, out, group)
+	maps.Copy(env, map[string]string{
 		"PROCESSOR_PROCESSING_GUARANTEE": mode,
 		"PROCESSOR_BATCH_INTERVAL":       interval.String(),
 		"PROCESSOR_MAX_BATCH_RECORDS":    strconv.Itoa(maxBatch),
 		"PROCESSOR_BACKPRESSURE_ENABLED": "false",
-	}
+	})
 	maps.Copy(env, b.opts.extraEnv)
 	return env
 }
 
-// start runs the processor binary for group, with its log in the work directory.
-func (b *bench) start(group string, env map[string]string) (*procrun.Instance, error) {
-	return procrun.Start(b.bin, group, filepath.Join(b.workDir, group+".log"), env)
+// defaultsEnv is what a user must set: where to read and write, and the names.
+func (b *bench) defaultsEnv(in, out, group string) map[string]string {
+	return map[string]string{
+		"PROCESSOR_BROKERS":           b.cluster.BootstrapServers(),
+		"PROCESSOR_INPUT_TOPICS":      in,
+		"PROCESSOR_OUTPUT_TOPIC":      out,
+		"PROCESSOR_DEAD_LETTER_TOPIC": "bench-dlq",
+		"PROCESSOR_APP_ID":            group,
+		"PROCESSOR_INSTANCE_ID":       "bench-0",
+	}
 }
 
-// throughput runs the processor from the beginning of w's backlog with a fresh group and output topic, and times
-// it until the group's committed offsets reach the end of the backlog.
-func (b *bench) throughput(ctx context.Context, w workload, mode string, interval time.Duration) error {
+// startPeer starts p reading in and writing out as group (the processor's app id, Kafka Streams' application.id,
+// both its consumer group), with its log in the work directory.
+func (b *bench) startPeer(p peer, w workload, in, out, group string) (*procrun.Instance, error) {
+	logPath := filepath.Join(b.workDir, group+".log")
+	switch p.Name {
+	case peerStreams:
+		return procrun.StartCommand([]string{"java", "-cp", b.streamsClasspath, "eosproc.bench.CopyApp"}, group, logPath,
+			map[string]string{"BROKERS": b.cluster.BootstrapServers(), "INPUT_TOPIC": in, "OUTPUT_TOPIC": out,
+				"APP_ID": group, "COMMIT_INTERVAL_MS": strconv.FormatInt(p.Interval.Milliseconds(), 10)})
+	case peerDefaults:
+		return procrun.Start(b.bin, group, logPath, b.defaultsEnv(in, out, group))
+	default:
+		env := b.env(in, out, group, p.Guarantee, p.Interval, w.maxBatch)
+		maps.Copy(env, p.Env)
+		return procrun.Start(b.bin, group, logPath, env)
+	}
+}
+
+// ready reports whether a peer has joined its group and can process records: the processor's /readyz, or Kafka
+// Streams' state RUNNING in its log.
+func ready(ctx context.Context, p peer, proc *procrun.Instance) bool {
+	if p.Name == peerStreams {
+		return strings.Contains(proc.Log(), "to RUNNING")
+	}
+	return proc.Ready(ctx)
+}
+
+// throughput runs p from the beginning of w's backlog with a fresh group and output topic, and times it until
+// the group's committed offsets reach the end of the backlog.
+func (b *bench) throughput(ctx context.Context, w workload, p peer, repeat int) (Run, error) {
 	out, group := b.nextName("bench-out"), b.nextName("bench-group")
 	if err := b.cluster.CreateTopic(ctx, out, partitions, 1, nil); err != nil {
-		return err
+		return Run{}, err
 	}
 	watch, err := newOffsetWatch(b.cluster.BootstrapServers(), group, w.topic)
 	if err != nil {
-		return err
+		return Run{}, err
 	}
 	defer watch.close()
-	step("%s %s, %s batches: draining %d records", w.name, mode, interval, w.records)
+	step("%s %s (%d of %d): draining %d records", w.name, p, repeat, b.opts.repeats, w.records)
 	start := time.Now()
-	proc, err := b.start(group, b.env(w.topic, out, group, mode, interval, w.maxBatch))
+	proc, err := b.startPeer(p, w, w.topic, out, group)
 	if err != nil {
-		return err
+		return Run{}, err
 	}
 	defer proc.Kill()
-	r := Run{Workload: w.name, Guarantee: mode, BatchInterval: interval.String(), MaxBatchRecords: w.maxBatch, Records: w.records}
+	r := Run{Workload: w.name, Peer: p.Name, Guarantee: p.Guarantee, BatchInterval: p.intervalName(), Repeat: repeat, Records: w.records}
+	if p.Name == peerProcessor {
+		r.MaxBatchRecords = w.maxBatch
+	}
 	deadline := time.After(10 * time.Minute)
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return Run{}, ctx.Err()
 		case <-deadline:
-			return fmt.Errorf("%s %s %s: backlog not drained after 10 minutes; log %s", w.name, mode, interval, proc.LogPath)
+			return Run{}, fmt.Errorf("%s %s: backlog not drained after 10 minutes; log %s", w.name, p, proc.LogPath)
 		case <-proc.Done():
-			return fmt.Errorf("processor exited with code %d while draining; log %s:\n%s", proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+			return Run{}, fmt.Errorf("%s exited with code %d while draining; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, tail(proc.Log()))
 		case <-tick.C:
 		}
 		done, err := watch.committed(ctx)
@@ -133,17 +192,32 @@ func (b *bench) throughput(ctx context.Context, w workload, mode string, interva
 	}
 	cpu, rss, err := procStats(proc.PID())
 	if err != nil {
-		return err
+		return Run{}, err
 	}
 	if _, err := proc.Stop(time.Minute); err != nil {
-		return err
+		return Run{}, err
 	}
 	r.RecordsPerSec = float64(w.records) / r.Seconds
 	r.MBPerSec = float64(w.records) * float64(w.size) / r.Seconds / mib
 	r.CPUSeconds, r.CPUPerMillion, r.PeakRSSMB = cpu, cpu/float64(w.records)*1e6, rss/mib
 	step("  %.1f s (start-up %.1f s): %.0f records/s, %.1f MB/s, %.1f CPU s per million, peak RSS %.0f MB",
 		r.Seconds, r.StartupSeconds, r.RecordsPerSec, r.MBPerSec, r.CPUPerMillion, r.PeakRSSMB)
-	b.res.Runs = append(b.res.Runs, r)
+	return r, nil
+}
+
+// profile drains w once more with p under the CPU profiler and keeps the top of the profile.
+func (b *bench) profile(ctx context.Context, w workload, p peer) error {
+	path := filepath.Join(b.workDir, "cpu.pprof")
+	p.Env = map[string]string{"PROCESSOR_TEST_CPU_PROFILE": path}
+	run, err := b.throughput(ctx, w, p, 0)
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", b.bin, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w\n%s", err, out)
+	}
+	b.res.Profile = Profile{Run: fmt.Sprintf("%s %s, %.0f records/s", w.name, p, run.RecordsPerSec), Top: string(out)}
 	return nil
 }
 
@@ -151,26 +225,26 @@ func (b *bench) throughput(ctx context.Context, w workload, mode string, interva
 // send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
 // input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
 // the send time.
-func (b *bench) latency(ctx context.Context, w workload, mode string, interval time.Duration) error {
-	rate := b.res.run(w.name, mode, interval.String()).RecordsPerSec / 2
+func (b *bench) latency(ctx context.Context, w workload, p peer) error {
+	rate := b.res.median(w.name, p).RecordsPerSec / 2
 	in, out, group := b.nextName("bench-lat-in"), b.nextName("bench-lat-out"), b.nextName("bench-lat-group")
 	for _, t := range []string{in, out} {
 		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
 			return err
 		}
 	}
-	step("%s %s, %s batches: latency at %.0f records/s for %s", w.name, mode, interval, rate, b.opts.latencyFor)
-	proc, err := b.start(group, b.env(in, out, group, mode, interval, w.maxBatch))
+	step("%s %s: latency at %.0f records/s for %s", w.name, p, rate, b.opts.latencyFor)
+	proc, err := b.startPeer(p, w, in, out, group)
 	if err != nil {
 		return err
 	}
 	defer proc.Kill()
-	for !proc.Ready(ctx) {
+	for !ready(ctx, p, proc) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-proc.Done():
-			return fmt.Errorf("processor exited with code %d before it was ready; log %s:\n%s", proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+			return fmt.Errorf("%s exited with code %d before it was ready; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, tail(proc.Log()))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -189,7 +263,7 @@ func (b *bench) latency(ctx context.Context, w workload, mode string, interval t
 		return err
 	}
 	// Wait for the stragglers: a batch interval, a commit, and some slack on a busy machine.
-	for wait := time.Now().Add(interval + 15*time.Second); reader.count() < sent && time.Now().Before(wait); {
+	for wait := time.Now().Add(time.Second + 15*time.Second); reader.count() < sent && time.Now().Before(wait); {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopReading()
@@ -207,7 +281,7 @@ func (b *bench) latency(ctx context.Context, w workload, mode string, interval t
 		return fmt.Errorf("latency run: %d of %d records reached the output; log %s", got, sent, proc.LogPath)
 	}
 	l := reader.summary(genStart, b.opts.latencyWarmup)
-	l.Workload, l.Guarantee, l.BatchInterval, l.TargetRate = w.name, mode, interval.String(), rate
+	l.Workload, l.Peer, l.Guarantee, l.BatchInterval, l.TargetRate = w.name, p.Name, p.Guarantee, p.intervalName(), rate
 	l.Rate = float64(sent) / b.opts.latencyFor.Seconds()
 	l.CPUPerMillion, l.PeakRSSMB = cpu/float64(sent)*1e6, rss/mib
 	step("  %.0f records/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d samples after %s warm-up)",

@@ -55,6 +55,11 @@ type Instance struct {
 // Start runs bin with env added to the current environment (PROCESSOR_HTTP_ADDR is set to a free loopback
 // port unless env sets it). Its stdout and stderr are appended to logPath.
 func Start(bin, name, logPath string, env map[string]string) (*Instance, error) {
+	return StartCommand([]string{bin}, name, logPath, env)
+}
+
+// StartCommand is Start for any command line (args[0] the program), e.g. a peer the benchmark compares with.
+func StartCommand(args []string, name, logPath string, env map[string]string) (*Instance, error) {
 	in := &Instance{Name: name, LogPath: logPath, done: make(chan struct{})}
 	in.HTTPAddr = env["PROCESSOR_HTTP_ADDR"]
 	if in.HTTPAddr == "" {
@@ -69,7 +74,7 @@ func Start(bin, name, logPath string, env map[string]string) (*Instance, error) 
 		return nil, fmt.Errorf("start %s: open log: %w", name, err)
 	}
 	in.logf = logf
-	cmd := exec.Command(bin)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "PROCESSOR_HTTP_ADDR="+in.HTTPAddr)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -77,7 +82,7 @@ func Start(bin, name, logPath string, env map[string]string) (*Instance, error) 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+		return nil, fmt.Errorf("start %s (%s): %w", name, args[0], err)
 	}
 	in.cmd = cmd
 	go func() {
