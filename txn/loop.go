@@ -302,7 +302,7 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 	dead = append(dead, failed...)
 
 	// 4. Transaction: begin, produce, send offsets, commit.
-	commitStart, err := l.commit(work, append(out, dead...), changelog, offsets)
+	steps, err := l.commit(work, append(out, dead...), changelog, offsets)
 	var ab *abortable
 	if errors.As(err, &ab) && len(ab.refused) > 0 {
 		// The producer refuses these records whatever we do. Their inputs are dead-lettered when the batch is
@@ -345,58 +345,67 @@ func (l *Loop) batch(ctx, work context.Context) (committed bool, err error) {
 		SchedulingDelay: max(0, end.Sub(start)-l.Interval),
 		Interval:        l.Interval,
 	})
-	l.Metrics.committed(len(in), len(out), len(dead), end.Sub(start), end.Sub(commitStart))
+	l.Metrics.committed(len(in), len(out), len(dead), end.Sub(start), end.Sub(steps.committing))
 	if l.Logger.Enabled(work, slog.LevelDebug) { // the input ranges cost a pass over the batch
 		l.Logger.Debug("batch committed", "records_in", len(in), "records_out", len(out), "dead_lettered", len(dead),
 			"partitions", len(offsets), "input", inputRanges(in), "assembly", assembled.Sub(start),
-			"processing", end.Sub(assembled))
+			"processing", end.Sub(assembled), "transform", steps.producing.Sub(assembled),
+			"produce", steps.offsets.Sub(steps.producing), "send_offsets", steps.committing.Sub(steps.offsets),
+			"commit", end.Sub(steps.committing))
 	}
 	return true, nil
 }
 
-// commit writes the batch's outputs and offsets. It returns when the commit started, for the metric.
-func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offsets map[stream.TopicPartition]int64) (time.Time, error) {
+// steps are when the steps of a transaction began, for the metrics and the debug log.
+type steps struct {
+	producing, offsets, committing time.Time
+}
+
+// commit writes the batch's outputs and offsets.
+func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offsets map[stream.TopicPartition]int64) (steps, error) {
+	st := steps{producing: time.Now()}
 	// Taken after polling, so it carries the generation that owns the batch's partitions (KIP-447).
 	group, err := l.Consumer.GroupMetadata()
 	if errors.Is(err, consume.ErrAssignmentLost) {
-		return time.Time{}, &abortable{step: "assignment_lost", err: err, lost: true}
+		return st, &abortable{step: "assignment_lost", err: err, lost: true}
 	}
 	if err != nil {
-		return time.Time{}, err
+		return st, err
 	}
 	if err := l.Producer.Begin(); err != nil {
-		return time.Time{}, l.classify("begin", err)
+		return st, l.classify("begin", err)
 	}
 	l.open = !l.AtLeastOnce
 	// A record refused for itself does not end the loop: the others are offered too, so that one redo of the
 	// batch deals with all of its refused records rather than one redo each.
 	refused, err := l.Producer.Produce(work, out)
 	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
-		return time.Time{}, l.classify("produce", err)
+		return st, l.classify("produce", err)
 	}
 	if len(refused) > 0 {
 		// Abort right after producing can reach the coordinator before the partitions these records added to
 		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
 		// records delivered first, their partitions are registered.
 		_ = l.Producer.Flush(work)
-		return time.Time{}, &abortable{step: "produce", err: err, refused: refused}
+		return st, &abortable{step: "produce", err: err, refused: refused}
 	}
 	if len(changelog) > 0 {
 		if err := l.Producer.ProduceToPartitions(work, changelog); err != nil {
-			return time.Time{}, l.classify("produce_changelog", err)
+			return st, l.classify("produce_changelog", err)
 		}
 	}
+	st.offsets = time.Now()
 	if l.AtLeastOnce {
-		commitStart := time.Now()
+		st.committing = st.offsets
 		// Offsets only after every output is acknowledged: the order that makes at_least_once at least once.
 		if err := l.Producer.Flush(work); err != nil {
-			return time.Time{}, l.classify("flush", err)
+			return st, l.classify("flush", err)
 		}
 		if err := l.Consumer.CommitOffsets(offsets); err != nil {
 			// A rebalance took the partitions (or the coordinator moved): redo from the committed offsets.
-			return time.Time{}, &abortable{step: "commit_offsets", err: err}
+			return st, &abortable{step: "commit_offsets", err: err}
 		}
-		return commitStart, nil
+		return st, nil
 	}
 	if l.TestInTransaction != nil {
 		l.transactions++
@@ -404,21 +413,21 @@ func (l *Loop) commit(work context.Context, out, changelog []stream.Record, offs
 	}
 	// Retried with the very same offsets and metadata: librdkafka may have half-sent them.
 	if err := l.retry(work, func() error { return l.Producer.SendOffsets(work, offsets, group) }); err != nil {
-		return time.Time{}, l.classify("send_offsets", err)
+		return st, l.classify("send_offsets", err)
 	}
 	if l.TestAbortRatio > 0 && rand.Float64() < l.TestAbortRatio {
 		// Everything is written and the offsets are in the transaction: the worst moment to abort, which is why
 		// the fault tests abort here.
-		return time.Time{}, &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
+		return st, &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
 	}
-	commitStart := time.Now()
+	st.committing = time.Now()
 	// Not bounded by work: commit waits as long as the transaction may live, and giving up on a retriable commit
 	// would leave its outcome unknown. The broker's transaction timeout bounds it.
 	if err := l.retry(context.Background(), l.Producer.Commit); err != nil {
-		return time.Time{}, l.classify("commit", err)
+		return st, l.classify("commit", err)
 	}
 	l.open = false
-	return commitStart, nil
+	return st, nil
 }
 
 // classify turns a producer error into the loop's decision: abortable redoes the batch, anything else is fatal.
