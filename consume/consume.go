@@ -23,6 +23,11 @@ import (
 	"github.com/eosproc/eosproc/stream"
 )
 
+// DefaultMaxBatchRecords is the most records in one batch unless configured otherwise. Every transaction costs
+// a few round trips to the coordinators whatever its size (tens of milliseconds on a busy broker), so larger
+// batches drain a backlog faster; 20,000 records of 100 bytes to 1 KB keep a batch within 2 to 20 MB.
+const DefaultMaxBatchRecords = 20000
+
 // Config is what the consumer needs. Brokers, GroupID and Topics are required.
 type Config struct {
 	Brokers string
@@ -34,6 +39,9 @@ type Config struct {
 	// AutoOffsetReset is where a partition with no committed offset starts, and where one whose committed
 	// offset fell off retention restarts: "earliest" (default) or "latest".
 	AutoOffsetReset string
+	// MaxBatchRecords is the most records a batch takes (Assemble's maxRecords); librdkafka's prefetch is sized
+	// from it. Zero means DefaultMaxBatchRecords.
+	MaxBatchRecords int
 	// MaxPollInterval must exceed the longest gap between two Assemble calls (one batch's transform and
 	// commit); past it librdkafka leaves the group and the batch's offsets are refused.
 	MaxPollInterval time.Duration
@@ -85,6 +93,9 @@ func New(cfg Config) (*Consumer, error) {
 	if reset == "" {
 		reset = "earliest"
 	}
+	if cfg.MaxBatchRecords <= 0 {
+		cfg.MaxBatchRecords = DefaultMaxBatchRecords
+	}
 	maxPoll := cfg.MaxPollInterval
 	if maxPoll <= 0 {
 		maxPoll = 5 * time.Minute
@@ -110,11 +121,16 @@ func New(cfg Config) (*Consumer, error) {
 		owned["group.instance.id"] = cfg.InstanceID
 	}
 	props := map[string]string{
-		// Prefetch memory bound: librdkafka keeps at most queued.max.messages.kbytes (64 MiB) of fetched records
-		// for the whole consumer, plus what is in flight: up to fetch.max.bytes (16 MiB) per broker, each
-		// partition contributing at most max.partition.fetch.bytes (1 MiB). Records carried over between
+		// Prefetch, sized from the batch: librdkafka fetches a partition again while it holds fewer than
+		// queued.min.messages of its records (librdkafka's default, 100,000 per partition, is many batches of
+		// records and their bookkeeping in memory), and at most queued.max.messages.kbytes of records in all. A
+		// partition above either waits fetch.queue.backoff.ms before its next fetch: librdkafka's default of 1 s
+		// left batches waiting for records once the prefetch was sized for about one batch. A quarter of a batch
+		// per partition kept a 6-partition drain as fast as a whole batch did. Records carried over between
 		// batches add at most maxCarry per partition.
-		"queued.max.messages.kbytes": "65536",
+		"queued.min.messages":        strconv.Itoa(max(1000, cfg.MaxBatchRecords/4)),
+		"queued.max.messages.kbytes": "32768",
+		"fetch.queue.backoff.ms":     "10",
 		"fetch.max.bytes":            "16777216",
 		"max.partition.fetch.bytes":  "1048576",
 		// A resumed partition waits for the fetch in flight to come back; the broker holds an empty fetch this
