@@ -38,7 +38,7 @@ type Config struct {
 	StaticMembership bool `env:"STATIC_MEMBERSHIP" envDefault:"false" help:"Join the group as a static member (group.instance.id = INSTANCE_ID), so a replica restarted within the session timeout gets its partitions back without a rebalance (KIP-345). Off by default: with librdkafka 2.11, after a group coordinator moves, a static member can be fenced by its own rejoin (librdkafka issue 3437; exit 1, the restart recovers), and a static member replaced while it owed a cooperative revocation left that partition unassigned for minutes in our fault tests. false: a rebalance per restart instead."`
 
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
-	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"10000" help:"Most input records in one batch."`
+	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"20000" help:"Most input records in one batch (one transaction). Each transaction costs a few round trips to the coordinators, so larger batches drain a backlog faster; librdkafka's prefetch is sized from it."`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`
 	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error and source position in headers. Must not be an input topic."`
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eosproc/eosproc/consume"
 )
 
 var minimal = []string{"PROCESSOR_BROKERS=localhost:9092", "PROCESSOR_INPUT_TOPICS=a,b", "PROCESSOR_OUTPUT_TOPIC=out", "PROCESSOR_INSTANCE_ID=p-0"}
@@ -19,7 +21,7 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 	want := Config{
 		Brokers: "localhost:9092", InputTopics: []string{"a", "b"}, OutputTopic: "out",
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
-		MaxBatchRecords: 10000, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
+		MaxBatchRecords: consume.DefaultMaxBatchRecords, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
 		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
 		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
@@ -159,7 +161,7 @@ func TestZeroConfigFieldsGetDefaultsInRun(t *testing.T) {
 	if err := cfg.resolve(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.BatchInterval != 500*time.Millisecond || cfg.MaxBatchRecords != 10000 || cfg.DeadLetterTopic != "eosproc-dlq" {
+	if cfg.BatchInterval != 500*time.Millisecond || cfg.MaxBatchRecords != consume.DefaultMaxBatchRecords || cfg.DeadLetterTopic != "eosproc-dlq" {
 		t.Errorf("zero fields not defaulted: %+v", cfg)
 	}
 }

@@ -232,7 +232,7 @@ func (l *Loop) defaults() {
 		l.Transform = stream.Identity
 	}
 	if l.MaxRecords <= 0 {
-		l.MaxRecords = 10000
+		l.MaxRecords = consume.DefaultMaxBatchRecords
 	}
 	if l.Budgeter == nil {
 		l.Budgeter = Unlimited{MaxRecords: l.MaxRecords}
