@@ -33,6 +33,26 @@ const (
 	toolGoCopy      = "librdkafka copy (consume+produce)"
 )
 
+// preload creates the workload's topic and writes its backlog with ProducerPerformance.
+func (b *bench) preload(ctx context.Context, w workload) error {
+	_, err := b.preloadOutput(ctx, w)
+	return err
+}
+
+// preloadOutput is preload, returning ProducerPerformance's output.
+func (b *bench) preloadOutput(ctx context.Context, w workload) (string, error) {
+	if err := b.cluster.CreateTopic(ctx, w.topic, partitions, 1, nil); err != nil {
+		return "", err
+	}
+	step("%s: pre-loading %d records with ProducerPerformance", w.name, w.records)
+	// acks=all and idempotence as the processor's producer; linger and batch size as librdkafka's, whose
+	// batches are up to 1 MB, rather than the Java client's 16 KB, which would understate the ceiling.
+	return b.kafkaTool(ctx, "org.apache.kafka.tools.ProducerPerformance",
+		"--topic", w.topic, "--num-records", strconv.Itoa(w.records), "--record-size", strconv.Itoa(w.size),
+		"--throughput", "-1", "--producer-props", "bootstrap.servers="+b.cluster.InternalBootstrapServers(), "acks=all",
+		"enable.idempotence=true", "linger.ms=10", "batch.size=1048576")
+}
+
 // kafkaTool runs one of Kafka's own tools inside the broker's container. The tools reach the broker on its
 // INTERNAL listener: the EXTERNAL one advertises the host's port, which inside the container is nobody's.
 func (b *bench) kafkaTool(ctx context.Context, class string, args ...string) (string, error) {
@@ -51,20 +71,11 @@ func (b *bench) kafkaTool(ctx context.Context, class string, args ...string) (st
 // reads it back with ConsumerPerformance, with a plain librdkafka consumer, and copies it with a plain
 // librdkafka consumer and producer.
 func (b *bench) ceilings(ctx context.Context, w workload) error {
-	if err := b.cluster.CreateTopic(ctx, w.topic, partitions, 1, nil); err != nil {
-		return err
-	}
-	internal := b.cluster.InternalBootstrapServers()
-	step("%s: pre-loading %d records with ProducerPerformance", w.name, w.records)
-	// acks=all and idempotence as the processor's producer; linger and batch size as librdkafka's, whose
-	// batches are up to 1 MB, rather than the Java client's 16 KB, which would understate the ceiling.
-	out, err := b.kafkaTool(ctx, "org.apache.kafka.tools.ProducerPerformance",
-		"--topic", w.topic, "--num-records", strconv.Itoa(w.records), "--record-size", strconv.Itoa(w.size),
-		"--throughput", "-1", "--producer-props", "bootstrap.servers="+internal, "acks=all",
-		"enable.idempotence=true", "linger.ms=10", "batch.size=1048576")
+	out, err := b.preloadOutput(ctx, w)
 	if err != nil {
 		return err
 	}
+	internal := b.cluster.InternalBootstrapServers()
 	m := regexp.MustCompile(`(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)`).FindAllStringSubmatch(out, -1)
 	if len(m) == 0 {
 		return fmt.Errorf("ProducerPerformance: no summary line in:\n%s", out)

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,8 @@ type options struct {
 	extraEnv      map[string]string // added to every tuned processor run's environment, to compare settings
 	repeats       int               // runs of each throughput configuration, alternating, for medians
 	streams       bool              // measure the Kafka Streams peer too
+	only          *regexp.Regexp    // measure only the configurations whose name matches (tuning experiments)
+	quick         bool              // skip the ceilings, the profile and the latency runs (tuning experiments)
 }
 
 func main() {
@@ -59,6 +62,11 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "docs/benchmarks.json", "where every figure is written")
 	flag.StringVar(&o.svgPath, "svg", "docs/benchmarks.svg", "where the plot is written")
 	flag.IntVar(&o.repeats, "repeats", 3, "runs of each throughput configuration (alternating); ratios are of medians")
+	flag.Func("only", "measure only the configurations whose name (e.g. \"100 B processor exactly_once 100ms\") matches this regexp", func(v string) (err error) {
+		o.only, err = regexp.Compile(v)
+		return err
+	})
+	flag.BoolVar(&o.quick, "quick", false, "skip the ceilings (the backlogs are written by a plain producer), the profile and the latency runs")
 	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
 	flag.Func("env", "NAME=VALUE added to every processor run's environment (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
@@ -128,6 +136,12 @@ func run(ctx context.Context, o options) error {
 	}
 	// Ceilings first: ProducerPerformance is also what writes the backlogs the processor drains afterwards.
 	for _, w := range loads {
+		if o.quick {
+			if err := b.preload(ctx, w); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := b.ceilings(ctx, w); err != nil {
 			return err
 		}
@@ -149,6 +163,9 @@ func run(ctx context.Context, o options) error {
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, w := range loads {
 			for _, p := range peers {
+				if o.only != nil && !o.only.MatchString(w.name+" "+p.String()) {
+					continue
+				}
 				run, err := b.throughput(ctx, w, p, repeat)
 				if err != nil {
 					return err
@@ -157,7 +174,9 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
-	if err := b.profile(ctx, loads[0], peers[0]); err != nil {
+	if o.quick {
+		peers = nil // no profile, no latency runs
+	} else if err := b.profile(ctx, loads[0], peers[0]); err != nil {
 		return err
 	}
 	// Latency at half of each peer's median maximum, with 100-byte records.

@@ -150,9 +150,9 @@ func (r *Results) ceiling(workload, tool string) float64 {
 func (r *Results) computeRatios() {
 	for i := range r.Runs {
 		run := &r.Runs[i]
-		run.VsCopyCeiling = run.RecordsPerSec / r.ceiling(run.Workload, toolGoCopy)
+		run.VsCopyCeiling = finite(run.RecordsPerSec / r.ceiling(run.Workload, toolGoCopy))
 		broker := min(r.ceiling(run.Workload, toolJavaProduce), r.ceiling(run.Workload, toolJavaConsume))
-		run.VsBrokerCeiling = run.RecordsPerSec / broker
+		run.VsBrokerCeiling = finite(run.RecordsPerSec / broker)
 	}
 	target := func(what string, measured float64, required string, met bool) {
 		if math.IsNaN(measured) || math.IsInf(measured, 0) {
@@ -188,6 +188,14 @@ func (r *Results) computeRatios() {
 			target(fmt.Sprintf("p99 end-to-end latency (ms), processor %s, 100ms batches, half load", l.Guarantee), l.P99Ms, "<= 150", l.P99Ms <= 150)
 		}
 	}
+}
+
+// finite is v, or 0 when a ceiling was not measured (-quick) and v is not a number.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
 }
 
 func round(v float64, digits int) float64 {
