@@ -74,7 +74,11 @@ type Consumer struct {
 	firstSeen map[stream.TopicPartition]int64 // first offset delivered since assignment: where a rewind without committed offset goes
 	cbErr     error                           // an assignment the callback could not apply
 	polled    []stream.Record                 // reused buffer of one consume call
-	fatal     error                           // a fatal error event, served inside Consume
+	// revokedInCall holds the partitions revoked during the current consume call. The call may have gathered
+	// some of their records before the revocation, and the partition may even be assigned back before the call
+	// ends; such a record is from before the revocation, and the partition's position was reset since.
+	revokedInCall map[stream.TopicPartition]bool
+	fatal         error // a fatal error event, served inside Consume
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -157,6 +161,8 @@ func New(cfg Config) (*Consumer, error) {
 		paused:    map[stream.TopicPartition]bool{},
 		firstSeen: map[stream.TopicPartition]int64{},
 		assigned:  map[stream.TopicPartition]bool{},
+
+		revokedInCall: map[stream.TopicPartition]bool{},
 	}
 	clientLog := log.With("component", "consumer")
 	c.k, err = librdkafka.NewConsumer(all, librdkafka.Hooks{
@@ -253,6 +259,7 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 	for _, p := range parts {
 		tp := tpOf(p)
 		gone[tp] = true
+		c.revokedInCall[tp] = true
 		delete(c.carry, tp)
 		delete(c.firstSeen, tp)
 		if c.paused[tp] {
@@ -339,6 +346,7 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		// whose budget next batch then waits for a fetch).
 		var errs []librdkafka.PartitionError
 		var err error
+		clear(c.revokedInCall)
 		c.polled, errs, err = c.k.Consume(min(wait, 100*time.Millisecond), max(left, 1), c.polled[:0])
 		if err != nil {
 			return nil, err
@@ -390,7 +398,7 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 		if i == 0 || r.Topic != tp.Topic || r.Partition != tp.Partition {
 			// Consecutive records are mostly of one partition: look its state up once per run.
 			tp = r.TopicPartition()
-			owned = c.assigned[tp]
+			owned = c.assigned[tp] && !c.revokedInCall[tp]
 			if owned {
 				if _, ok := c.firstSeen[tp]; !ok {
 					c.firstSeen[tp] = r.Offset
@@ -398,7 +406,8 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 			}
 		}
 		if !owned {
-			// Fetched before its partition was revoked; the new owner reads it again.
+			// Fetched before its partition was revoked; its next owner (perhaps this member again) reads it
+			// again from the committed offset.
 			continue
 		}
 		if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {

@@ -99,3 +99,25 @@ func TestFatalLogLineReachesOnFatal(t *testing.T) {
 		t.Fatalf("OnFatal got %v, want the one fatal line", got)
 	}
 }
+
+func TestRecordsOfAPartitionRevokedDuringTheCallAreDroppedEvenIfItCameBack(t *testing.T) {
+	p0, p1 := stream.TopicPartition{Topic: "in", Partition: 0}, stream.TopicPartition{Topic: "in", Partition: 1}
+	c := &Consumer{
+		carry:         map[stream.TopicPartition][]stream.Record{},
+		paused:        map[stream.TopicPartition]bool{},
+		firstSeen:     map[stream.TopicPartition]int64{},
+		assigned:      map[stream.TopicPartition]bool{p0: true, p1: true}, // p0 was revoked and assigned back
+		revokedInCall: map[stream.TopicPartition]bool{p0: true},
+	}
+	recs := []stream.Record{{Topic: "in", Partition: 0, Offset: 7}, {Topic: "in", Partition: 1, Offset: 3}, {Topic: "in", Partition: 0, Offset: 8}}
+	budgets := map[stream.TopicPartition]int64{p0: 100, p1: 100}
+	if err := c.take(recs, budgets, map[stream.TopicPartition]int64{}, 100); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.pending) != 1 || c.pending[0].TopicPartition() != p1 {
+		t.Errorf("pending %+v, want only in/1's record", c.pending)
+	}
+	if _, ok := c.firstSeen[p0]; ok {
+		t.Error("a dropped record set where a rewind of in/0 would go")
+	}
+}
