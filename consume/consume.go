@@ -78,7 +78,10 @@ type Consumer struct {
 	// some of their records before the revocation, and the partition may even be assigned back before the call
 	// ends; such a record is from before the revocation, and the partition's position was reset since.
 	revokedInCall map[stream.TopicPartition]bool
-	fatal         error // a fatal error event, served inside Consume
+	// rewound holds the partitions whose first record since the last Rewind has not arrived yet: where that
+	// record is goes to the debug log, next to the position the rewind sought.
+	rewound map[stream.TopicPartition]bool
+	fatal   error // a fatal error event, served inside Consume
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -163,6 +166,7 @@ func New(cfg Config) (*Consumer, error) {
 		assigned:  map[stream.TopicPartition]bool{},
 
 		revokedInCall: map[stream.TopicPartition]bool{},
+		rewound:       map[stream.TopicPartition]bool{},
 	}
 	clientLog := log.With("component", "consumer")
 	c.k, err = librdkafka.NewConsumer(all, librdkafka.Hooks{
@@ -236,7 +240,7 @@ func (c *Consumer) watchResets(e kafka.LogEvent) {
 // callback ran are dropped by Assemble, which checks each record's partition after the call.
 func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 	if assign {
-		c.log.Info("partitions assigned", "partitions", names(parts))
+		c.log.Info("partitions assigned", "partitions", names(parts), "offsets", offsetsOf(parts))
 		if err := c.k.IncrementalAssign(parts); err != nil {
 			c.cbErr = fmt.Errorf("assign %d partitions: %w", len(parts), err)
 			return
@@ -262,6 +266,7 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		c.revokedInCall[tp] = true
 		delete(c.carry, tp)
 		delete(c.firstSeen, tp)
+		delete(c.rewound, tp)
 		if c.paused[tp] {
 			// librdkafka keeps an application pause across unassign and a later assign of the same partition.
 			resume = append(resume, p)
@@ -402,6 +407,11 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 			if owned {
 				if _, ok := c.firstSeen[tp]; !ok {
 					c.firstSeen[tp] = r.Offset
+					c.log.Debug("first record since the partition was assigned", "partition", tp.String(), "offset", r.Offset)
+				}
+				if c.rewound[tp] {
+					delete(c.rewound, tp)
+					c.log.Debug("first record since the rewind", "partition", tp.String(), "offset", r.Offset)
 				}
 			}
 		}
@@ -501,11 +511,15 @@ func (c *Consumer) Rewind(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("seek %d partitions to committed offsets: %w", len(seeks), err)
 	}
+	positions := make([]string, 0, len(res))
 	for _, p := range res {
 		if p.Error != nil {
 			return fmt.Errorf("seek %s to offset %d: %w", tpOf(p), p.Offset, p.Error)
 		}
+		positions = append(positions, fmt.Sprintf("%s@%d", tpOf(p), p.Offset))
+		c.rewound[tpOf(p)] = true
 	}
+	c.log.Info("rewound to committed offsets", "positions", positions)
 	return nil
 }
 
@@ -636,6 +650,16 @@ func tpOf(p kafka.TopicPartition) stream.TopicPartition {
 func ktp(tp stream.TopicPartition, off kafka.Offset) kafka.TopicPartition {
 	topic := tp.Topic
 	return kafka.TopicPartition{Topic: &topic, Partition: tp.Partition, Offset: off}
+}
+
+// offsetsOf lists the offsets a partition list carries (an assignment's are normally unset, -1001: start from the
+// committed offset).
+func offsetsOf(parts []kafka.TopicPartition) []int64 {
+	out := make([]int64, len(parts))
+	for i, p := range parts {
+		out[i] = int64(p.Offset)
+	}
+	return out
 }
 
 func names(parts []kafka.TopicPartition) []string {

@@ -103,6 +103,7 @@ func TestFatalLogLineReachesOnFatal(t *testing.T) {
 func TestRecordsOfAPartitionRevokedDuringTheCallAreDroppedEvenIfItCameBack(t *testing.T) {
 	p0, p1 := stream.TopicPartition{Topic: "in", Partition: 0}, stream.TopicPartition{Topic: "in", Partition: 1}
 	c := &Consumer{
+		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		carry:         map[stream.TopicPartition][]stream.Record{},
 		paused:        map[stream.TopicPartition]bool{},
 		firstSeen:     map[stream.TopicPartition]int64{},
