@@ -164,7 +164,7 @@ type abortable struct {
 	// refused are the indexes, among the records the transaction was producing, of those the producer refused
 	// for themselves (produce.ErrRecordRefused).
 	refused []int
-	// lost says the member lost its whole assignment: nothing to rewind, the next poll hands the partitions back.
+	// lost says the member's group session ended before the transaction began: nothing to abort.
 	lost bool
 }
 
@@ -447,7 +447,8 @@ func (l *Loop) classify(step string, err error) error {
 func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) error {
 	l.Metrics.aborted(ab.step)
 	if ab.lost {
-		l.Logger.Warn("batch dropped before its transaction: the group session ended", "error", ab.err)
+		l.Logger.Warn("batch dropped before its transaction: the group session ended; rewinding to committed offsets",
+			"error", ab.err)
 	} else {
 		l.Logger.Warn("transaction aborted; rewinding to committed offsets", "step", ab.step, "error", ab.err,
 			"consecutive_aborts", aborts+1)
@@ -463,11 +464,14 @@ func (l *Loop) recover(ctx, work context.Context, ab *abortable, aborts int) err
 		}
 		l.open = false
 	}
-	if ctx.Err() != nil || ab.lost {
-		// Shutting down, or the partitions are gone: the committed offsets are where their next owner starts.
+	if ctx.Err() != nil {
+		// Shutting down: the committed offsets are where the partitions' next owner starts.
 		return nil
 	}
-	// Without the rewind the consumer would go on after the aborted batch, and the batch would be lost.
+	// Without the rewind the consumer would go on after the aborted batch, and the batch would be lost. That
+	// holds for a batch dropped because the group session ended too: librdkafka can reset the member id and
+	// generation without revoking the partitions (no lost-assignment callback follows), and a partition that is
+	// revoked after all is read again from the committed offsets by its next owner either way.
 	for attempt := 0; ; attempt++ {
 		err := l.Consumer.Rewind(work)
 		if err == nil {
