@@ -190,12 +190,11 @@ func (c *Consumer) Resume(parts []kafka.TopicPartition) error {
 }
 
 func (c *Consumer) perPartition(parts []kafka.TopicPartition, call func(*C.rd_kafka_topic_partition_list_t) C.int) error {
-	list := partitionList(parts)
-	defer C.rd_kafka_topic_partition_list_destroy(list)
-	if err := codeError(call(list)); err != nil {
+	res, err := onList(parts, func(l *C.rd_kafka_topic_partition_list_t) error { return codeError(call(l)) })
+	if err != nil {
 		return err
 	}
-	for _, p := range goPartitions(list) {
+	for _, p := range res {
 		if p.Error != nil {
 			return fmt.Errorf("%s/%d: %w", *p.Topic, p.Partition, p.Error)
 		}
@@ -206,33 +205,22 @@ func (c *Consumer) perPartition(parts []kafka.TopicPartition, call func(*C.rd_ka
 // Committed asks the group coordinator for the committed offsets of the partitions; each result carries its own
 // error, if any.
 func (c *Consumer) Committed(parts []kafka.TopicPartition, timeout time.Duration) ([]kafka.TopicPartition, error) {
-	list := partitionList(parts)
-	defer C.rd_kafka_topic_partition_list_destroy(list)
-	if err := codeError(C.rd_kafka_committed(c.rk, list, ms(int64(timeout)))); err != nil {
-		return nil, err
-	}
-	return goPartitions(list), nil
+	return onList(parts, func(l *C.rd_kafka_topic_partition_list_t) error {
+		return codeError(C.rd_kafka_committed(c.rk, l, ms(int64(timeout))))
+	})
 }
 
 // Position returns the offset after the last record consumed per partition (negative when none).
 func (c *Consumer) Position(parts []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
-	list := partitionList(parts)
-	defer C.rd_kafka_topic_partition_list_destroy(list)
-	if err := codeError(C.rd_kafka_position(c.rk, list)); err != nil {
-		return nil, err
-	}
-	return goPartitions(list), nil
+	return onList(parts, func(l *C.rd_kafka_topic_partition_list_t) error { return codeError(C.rd_kafka_position(c.rk, l)) })
 }
 
 // Seek moves the partitions' fetch positions to their offsets and waits until the fetcher has moved; records
 // fetched from the old positions are discarded.
 func (c *Consumer) Seek(parts []kafka.TopicPartition, timeout time.Duration) ([]kafka.TopicPartition, error) {
-	list := partitionList(parts)
-	defer C.rd_kafka_topic_partition_list_destroy(list)
-	if err := takeError(C.rd_kafka_seek_partitions(c.rk, list, ms(int64(timeout)))); err != nil {
-		return nil, err
-	}
-	return goPartitions(list), nil
+	return onList(parts, func(l *C.rd_kafka_topic_partition_list_t) error {
+		return takeError(C.rd_kafka_seek_partitions(c.rk, l, ms(int64(timeout))))
+	})
 }
 
 // Watermarks returns the low and high watermarks librdkafka last saw for a partition, asking no broker.
@@ -274,12 +262,7 @@ func (c *Consumer) GroupMetadata() (*GroupMetadata, error) {
 
 // Commit commits the offsets synchronously, outside any transaction.
 func (c *Consumer) Commit(offsets []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
-	list := partitionList(offsets)
-	defer C.rd_kafka_topic_partition_list_destroy(list)
-	if err := codeError(C.rd_kafka_commit(c.rk, list, 0)); err != nil {
-		return nil, err
-	}
-	return goPartitions(list), nil
+	return onList(offsets, func(l *C.rd_kafka_topic_partition_list_t) error { return codeError(C.rd_kafka_commit(c.rk, l, 0)) })
 }
 
 // FatalError returns the consumer's fatal error (e.g. a fenced static member), nil while it has none.

@@ -196,24 +196,14 @@ int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *out
                         }
                 }
                 __atomic_add_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
-                if (h)
-                        err = rd_kafka_producev(
-                            rk, EOS_RD_VTYPE_RKT, o->rkt, EOS_RD_VTYPE_PARTITION, o->partition, EOS_RD_VTYPE_MSGFLAGS,
-                            (int)EOS_RD_MSG_F_COPY, EOS_RD_VTYPE_VALUE,
-                            o->value_len < 0 ? NULL : (void *)(arena + o->value_off),
-                            (size_t)(o->value_len < 0 ? 0 : o->value_len), EOS_RD_VTYPE_KEY,
-                            o->key_len < 0 ? NULL : (const void *)(arena + o->key_off),
-                            (size_t)(o->key_len < 0 ? 0 : o->key_len), EOS_RD_VTYPE_TIMESTAMP, o->timestamp,
-                            EOS_RD_VTYPE_OPAQUE, (void *)(uintptr_t)epoch, EOS_RD_VTYPE_HEADERS, h, EOS_RD_VTYPE_END);
-                else
-                        err = rd_kafka_producev(
-                            rk, EOS_RD_VTYPE_RKT, o->rkt, EOS_RD_VTYPE_PARTITION, o->partition, EOS_RD_VTYPE_MSGFLAGS,
-                            (int)EOS_RD_MSG_F_COPY, EOS_RD_VTYPE_VALUE,
-                            o->value_len < 0 ? NULL : (void *)(arena + o->value_off),
-                            (size_t)(o->value_len < 0 ? 0 : o->value_len), EOS_RD_VTYPE_KEY,
-                            o->key_len < 0 ? NULL : (const void *)(arena + o->key_off),
-                            (size_t)(o->key_len < 0 ? 0 : o->key_len), EOS_RD_VTYPE_TIMESTAMP, o->timestamp,
-                            EOS_RD_VTYPE_OPAQUE, (void *)(uintptr_t)epoch, EOS_RD_VTYPE_END);
+                /* A NULL headers list is no headers. */
+                err = rd_kafka_producev(
+                    rk, EOS_RD_VTYPE_RKT, o->rkt, EOS_RD_VTYPE_PARTITION, o->partition, EOS_RD_VTYPE_MSGFLAGS,
+                    (int)EOS_RD_MSG_F_COPY, EOS_RD_VTYPE_VALUE, o->value_len < 0 ? NULL : (void *)(arena + o->value_off),
+                    (size_t)(o->value_len < 0 ? 0 : o->value_len), EOS_RD_VTYPE_KEY,
+                    o->key_len < 0 ? NULL : (const void *)(arena + o->key_off), (size_t)(o->key_len < 0 ? 0 : o->key_len),
+                    EOS_RD_VTYPE_TIMESTAMP, o->timestamp, EOS_RD_VTYPE_OPAQUE, (void *)(uintptr_t)epoch,
+                    EOS_RD_VTYPE_HEADERS, h, EOS_RD_VTYPE_END);
                 if (err) {
                         __atomic_sub_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
                         if (h) /* owned by the message only when it was produced */

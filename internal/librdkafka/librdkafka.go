@@ -170,6 +170,17 @@ func partitionList(parts []kafka.TopicPartition) *C.rd_kafka_topic_partition_lis
 	return list
 }
 
+// onList runs call on a C copy of parts and returns the list as librdkafka left it: offsets and per-partition
+// errors filled in.
+func onList(parts []kafka.TopicPartition, call func(*C.rd_kafka_topic_partition_list_t) error) ([]kafka.TopicPartition, error) {
+	list := partitionList(parts)
+	defer C.rd_kafka_topic_partition_list_destroy(list)
+	if err := call(list); err != nil {
+		return nil, err
+	}
+	return goPartitions(list), nil
+}
+
 // goPartitions copies a C topic partition list, with each element's offset and error.
 func goPartitions(list *C.rd_kafka_topic_partition_list_t) []kafka.TopicPartition {
 	if list == nil {
