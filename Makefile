@@ -73,8 +73,9 @@ demo: setup build
 dedupe-restore: setup
 	$(WITH_KAFKA_IMAGE) go run ./bench/dedupe-restore
 
-# Throughput, latency, CPU and memory of the processor beside the broker's own ceiling, in one run on a single
-# broker (5 to 15 minutes on 2 cores, by load); the table goes to stdout, docs/benchmarks.json and docs/benchmarks.svg.
+# Throughput, latency, CPU and memory of the processor beside Kafka Streams exactly_once_v2 and the broker's own
+# ceiling, in one run on a single broker, 3 alternating repeats (about 10 minutes on 2 cores, more under load);
+# the table goes to stdout, docs/benchmarks.json and docs/benchmarks.svg.
 bench: setup
 	$(WITH_KAFKA_IMAGE) go run ./bench/processor
 
