@@ -156,14 +156,24 @@ func TestGuardGivesUpOnACallThatNeverReturns(t *testing.T) {
 	p.Close()
 }
 
-func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
+// withMaxBytes returns a producer, its transaction begun, whose message.max.bytes is 2000 and whose broker does
+// not exist: records are refused or queued, never sent.
+func withMaxBytes(t *testing.T) *Producer {
+	t.Helper()
 	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Properties: map[string]string{"message.max.bytes": "2000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	_ = p.Begin()
+	t.Cleanup(p.Close)
+	if err := p.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
+	p := withMaxBytes(t)
 	refused, err := p.Produce(context.Background(), []stream.Record{{Topic: "out", Value: make([]byte, 5000)}})
 	if len(refused) != 1 || refused[0] != 0 || ClassOf(err) != Abortable || !errors.Is(err, ErrRecordRefused) || !strings.Contains(err.Error(), "produce to out") {
 		t.Fatalf("Produce of a record over message.max.bytes = %v (class %v), want an abortable ErrRecordRefused naming the topic", err, ClassOf(err))
@@ -193,13 +203,7 @@ func TestRecordTooLargeIsRefusedForItself(t *testing.T) {
 }
 
 func TestRefusedRecordsDoNotStopTheOthersInTheBatch(t *testing.T) {
-	p, err := New(Config{Brokers: "127.0.0.1:1", MessageTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Properties: map[string]string{"message.max.bytes": "2000"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	_ = p.Begin()
+	p := withMaxBytes(t)
 	small, large := make([]byte, 10), make([]byte, 5000)
 	batch := []stream.Record{{Topic: "out", Value: small}, {Topic: "out", Value: large}, {Topic: "out", Value: small},
 		{Topic: "out", Value: large}, {Topic: "out", Value: small}}
