@@ -81,7 +81,9 @@ type Consumer struct {
 	// rewound holds the partitions whose first record since the last Rewind has not arrived yet: where that
 	// record is goes to the debug log, next to the position the rewind sought.
 	rewound map[stream.TopicPartition]bool
-	fatal   error // a fatal error event, served inside Consume
+	// gained says partitions were assigned during the current Assemble: their budgets were not asked for.
+	gained bool
+	fatal  error // a fatal error event, served inside Consume
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -250,6 +252,7 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 			c.assigned[tpOf(p)] = true
 		}
 		c.mu.Unlock()
+		c.gained = len(parts) > 0
 		return
 	}
 	if c.k.AssignmentLost() {
@@ -301,7 +304,8 @@ func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) [
 }
 
 // Assemble polls one micro-batch: until interval has passed, or every assigned partition has used its budget
-// (records allowed this batch; a partition missing from budgets has none), or maxRecords are gathered. Records
+// (records allowed this batch; a partition missing from budgets has none), or maxRecords are gathered, or
+// partitions were assigned during it (their budgets come with the next batch). Records
 // carried over from the previous batch come first. A partition is paused when its budget is used, and a record
 // polled beyond its budget is carried to the next batch, never dropped. When ctx is done Assemble returns what it
 // has gathered so far. An error is fatal for the consumer.
@@ -309,6 +313,7 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 	deadline := time.Now().Add(interval)
 	used := map[stream.TopicPartition]int64{}
 	c.pending = nil
+	c.gained = false
 
 	for tp, recs := range c.carry {
 		n := min(int64(len(recs)), budgets[tp]-used[tp], int64(maxRecords-len(c.pending)))
@@ -336,7 +341,10 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		}
 	}
 
-	for len(c.pending) < maxRecords && ctx.Err() == nil {
+	// A partition assigned during assembly has no budget in this batch (its budget is asked for with the
+	// next), so its records could only be carried while the batch waits out the interval: at start-up and
+	// after every rebalance that cost a whole interval. The batch ends at once instead.
+	for len(c.pending) < maxRecords && ctx.Err() == nil && !c.gained {
 		left := c.budgetLeft(budgets, used, maxRecords-len(c.pending))
 		if len(c.pending) > 0 && left == 0 {
 			break
