@@ -305,10 +305,10 @@ func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) [
 
 // Assemble polls one micro-batch: until interval has passed, or every assigned partition has used its budget
 // (records allowed this batch; a partition missing from budgets has none), or maxRecords are gathered, or
-// partitions were assigned during it (their budgets come with the next batch). Records
-// carried over from the previous batch come first. A partition is paused when its budget is used, and a record
-// polled beyond its budget is carried to the next batch, never dropped. When ctx is done Assemble returns what it
-// has gathered so far. An error is fatal for the consumer.
+// partitions were assigned during it (their budgets come with the next batch). Records carried over from the
+// previous batch come first. A partition is paused when its budget is used, and a record polled beyond its
+// budget is carried to the next batch, never dropped. When ctx is done Assemble returns what it has gathered so
+// far. An error is fatal for the consumer.
 func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64, interval time.Duration, maxRecords int) ([]stream.Record, error) {
 	deadline := time.Now().Add(interval)
 	used := map[stream.TopicPartition]int64{}
