@@ -242,6 +242,7 @@ func (c *Consumer) watchResets(e kafka.LogEvent) {
 // callback ran are dropped by Assemble, which checks each record's partition after the call.
 func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 	if assign {
+		parts = c.startAtCommitted(parts)
 		c.log.Info("partitions assigned", "partitions", names(parts), "offsets", offsetsOf(parts))
 		if err := c.k.IncrementalAssign(parts); err != nil {
 			c.cbErr = fmt.Errorf("assign %d partitions: %w", len(parts), err)
@@ -660,8 +661,33 @@ func ktp(tp stream.TopicPartition, off kafka.Offset) kafka.TopicPartition {
 	return kafka.TopicPartition{Topic: &topic, Partition: tp.Partition, Offset: off}
 }
 
-// offsetsOf lists the offsets a partition list carries (an assignment's are normally unset, -1001: start from the
-// committed offset).
+// startAtCommitted gives each newly assigned partition its committed offset as explicit start position, read
+// here with read_committed's stable-offset rule. Left to librdkafka (no offset: "start at the committed one"),
+// a partition that was lost and assigned back at once has been seen, after a broker was SIGKILLed, to start
+// fetching where this member had last consumed before the loss (the end of a batch whose transaction was then
+// aborted), not at the committed offset that the rewind had just sought: that batch was lost. A partition with
+// nothing committed, or whose lookup fails, is left to librdkafka (auto.offset.reset, or its own lookup).
+func (c *Consumer) startAtCommitted(parts []kafka.TopicPartition) []kafka.TopicPartition {
+	if len(parts) == 0 {
+		return parts
+	}
+	committed, err := c.k.Committed(parts, committedTimeout)
+	if err != nil || len(committed) != len(parts) {
+		c.log.Warn("read committed offsets of assigned partitions; librdkafka looks them up itself", "error", err)
+		return parts
+	}
+	for i := range committed {
+		if committed[i].Error != nil || committed[i].Offset < 0 {
+			committed[i].Offset, committed[i].Error = kafka.OffsetInvalid, nil
+		}
+	}
+	return committed
+}
+
+// committedTimeout bounds the committed-offset lookup of an assignment.
+const committedTimeout = 10 * time.Second
+
+// offsetsOf lists the offsets a partition list carries (-1001: unset, librdkafka decides).
 func offsetsOf(parts []kafka.TopicPartition) []int64 {
 	out := make([]int64, len(parts))
 	for i, p := range parts {
