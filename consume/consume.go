@@ -56,8 +56,9 @@ type Config struct {
 	OnFatal func(error)
 }
 
-// Consumer is one group member. Assemble, Rewind, Lags, GroupMetadata, CommitOffsets and Close must be called from
-// one goroutine (the loop); Assigned and OffsetResets may be called from any.
+// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier and Close must be called
+// from one goroutine (the loop); Assigned, GroupMetadata, CommitOffsets and OffsetResets may be called from any
+// (the loop's transactions run beside its next assembly).
 type Consumer struct {
 	k         *librdkafka.Consumer
 	log       *slog.Logger
@@ -84,6 +85,8 @@ type Consumer struct {
 	// gained says partitions were assigned during the current Assemble: their budgets were not asked for.
 	gained bool
 	fatal  error // a fatal error event, served inside Consume
+	// beforeRevoke is what a revocation or loss waits for before the partitions go: the transaction in flight.
+	beforeRevoke func()
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -235,10 +238,11 @@ func (c *Consumer) watchResets(e kafka.LogEvent) {
 // rebalance applies assignment changes. With the cooperative protocol the events carry only the partitions that
 // move, and the callback must apply them itself with IncrementalAssign/IncrementalUnassign.
 //
-// Records of revoked partitions that were polled but not yet produced (in the batch being assembled, or carried
-// over) are dropped: the partition's new owner reads them again from the committed offset, and producing them
-// here too would duplicate them. This is safe only because polling, and so this callback, happens in Assemble,
-// never between producing a batch and committing it. Records a consume call had already gathered before the
+// A revocation or loss first waits for the barrier (SetRevokeBarrier): the transaction in flight, which may hold
+// records of these partitions, must have committed or aborted before their new owner reads the committed
+// offsets. Then records of the revoked partitions that were polled but not yet produced (in the batch being
+// assembled, or carried over) are dropped: the partition's new owner reads them again from the committed offset,
+// and producing them here too would duplicate them. Records a consume call had already gathered before the
 // callback ran are dropped by Assemble, which checks each record's partition after the call.
 func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 	if assign {
@@ -255,6 +259,9 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		c.mu.Unlock()
 		c.gained = len(parts) > 0
 		return
+	}
+	if c.beforeRevoke != nil {
+		c.beforeRevoke()
 	}
 	if c.k.AssignmentLost() {
 		c.log.Warn("partitions lost (session timed out or fenced); dropping their unproduced records",
@@ -293,6 +300,10 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		c.cbErr = fmt.Errorf("unassign %d partitions: %w", len(parts), err)
 	}
 }
+
+// SetRevokeBarrier sets what a revocation or loss of partitions waits for, inside Assemble, before their records
+// are dropped and the partitions given up (nil: nothing).
+func (c *Consumer) SetRevokeBarrier(wait func()) { c.beforeRevoke = wait }
 
 func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) []stream.Record {
 	kept := recs[:0]
@@ -587,7 +598,10 @@ func (c *Consumer) TakeRevoked() []stream.TopicPartition {
 func (c *Consumer) OffsetResets() uint64 { return c.resets.Load() }
 
 // GroupMetadata returns the member's group id, generation and member id, for SendOffsetsToTransaction. Take it
-// after polling the batch: it must describe the generation that owned the batch's partitions.
+// after polling the batch, as late as possible: it must describe a generation in which the member owns the
+// batch's partitions, and a rebalance that completed since the batch was polled has moved the group to a newer
+// generation (offsets sent with an older one are refused). The partitions are still the member's then, as long
+// as revocations wait for the transaction (SetRevokeBarrier).
 //
 // If the member's session ended since the batch was polled (librdkafka noticed the session timeout, or the
 // coordinator no longer knows the member) it returns ErrAssignmentLost: librdkafka has then reset the member id
