@@ -129,22 +129,24 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	}
 
 	loop := &txn.Loop{
-		Consumer:          consumer,
-		Producer:          producer,
-		Transform:         transform,
-		OutputTopic:       cfg.OutputTopic,
-		DeadLetterTopic:   cfg.DeadLetterTopic,
-		Budgeter:          newRateControl(cfg, reg),
-		Dedupe:            dedupeStage,
-		MaxRecordBytes:    producer.MaxRecordBytes(),
-		TestAbortRatio:    cfg.TestAbortRatio,
-		TestInTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
-		Interval:          cfg.BatchInterval,
-		MaxRecords:        cfg.MaxBatchRecords,
-		AtLeastOnce:       !exactlyOnce,
-		ShutdownTimeout:   cfg.ShutdownTimeout,
-		Metrics:           txn.NewMetrics(reg),
-		Logger:            log,
+		Consumer:        consumer,
+		Producer:        producer,
+		Transform:       transform,
+		OutputTopic:     cfg.OutputTopic,
+		DeadLetterTopic: cfg.DeadLetterTopic,
+		Budgeter:        newRateControl(cfg, reg),
+		Dedupe:          dedupeStage,
+		MaxRecordBytes:  producer.MaxRecordBytes(),
+		Faults: txn.Faults{
+			AbortRatio:    cfg.TestAbortRatio,
+			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
+		},
+		Interval:        cfg.BatchInterval,
+		MaxRecords:      cfg.MaxBatchRecords,
+		AtLeastOnce:     !exactlyOnce,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Metrics:         txn.NewMetrics(reg),
+		Logger:          log,
 	}
 
 	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.

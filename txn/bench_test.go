@@ -38,9 +38,17 @@ func BenchmarkBatchIdentity(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if _, err := l.batch(ctx, ctx); err != nil {
+		bt, err := l.assemble(ctx)
+		if err == nil {
+			err = l.prepare(ctx, bt)
+		}
+		if err == nil {
+			err = l.transact(ctx, bt)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
+		l.report(bt)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/record")
 }
@@ -53,6 +61,7 @@ func (c *repeatConsumer) Assemble(context.Context, map[stream.TopicPartition]int
 	return c.batch, nil
 }
 func (c *repeatConsumer) Rewind(context.Context) error { return nil }
+func (c *repeatConsumer) SetRevokeBarrier(func())      {}
 func (c *repeatConsumer) GroupMetadata() (*produce.GroupMetadata, error) {
 	return nil, nil
 }

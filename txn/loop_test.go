@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,16 +19,26 @@ import (
 	"github.com/eosproc/eosproc/stream"
 )
 
-// fakeConsumer hands out scripted batches. A Rewind makes it hand out the last batch again, as a real rewind to
-// the committed offsets would; when the script runs out it stops the loop.
+// fakeConsumer hands out scripted batches. A Rewind goes back to the first batch handed out whose transaction
+// has not committed, as a real rewind to the committed offsets would (the loop may have assembled the next batch
+// beside that transaction); once the script has run out and every batch has committed, it stops the loop.
 type fakeConsumer struct {
 	batches   [][]stream.Record
 	next      int
+	handed    []int // indexes of the non-empty batches handed out, in order
+	producer  *fakeProducer
 	stop      context.CancelFunc
 	rewinds   int
 	committed []map[stream.TopicPartition]int64
-	group     *produce.GroupMetadata
-	groupErrs []error // returned by GroupMetadata, one per call, before it succeeds
+	// offsetCommits counts committed, for settled, which the loop's goroutine calls beside the transaction's.
+	offsetCommits atomic.Int64
+	group         *produce.GroupMetadata
+	groupErrs     []error // returned by GroupMetadata, one per call, before it succeeds
+	barrier       func()
+	// assembling, if set, is called at the start of every Assemble with its number (from 1): a rebalance there
+	// calls barrier, as the real consumer's callback does.
+	assembling func(n int)
+	assembles  int
 }
 
 func (c *fakeConsumer) Assigned() []stream.TopicPartition {
@@ -38,18 +49,38 @@ func (c *fakeConsumer) Lags() map[stream.TopicPartition]int64 {
 	return map[stream.TopicPartition]int64{{Topic: "in", Partition: 0}: 5, {Topic: "in", Partition: 1}: -1}
 }
 
+func (c *fakeConsumer) SetRevokeBarrier(wait func()) { c.barrier = wait }
+
+// settled is how many of the handed-out batches committed: their transactions (or, at_least_once, their offset
+// commits) succeeded, in order.
+func (c *fakeConsumer) settled() int {
+	return int(max(c.producer.commits.Load(), c.offsetCommits.Load()))
+}
+
 func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64, time.Duration, int) ([]stream.Record, error) {
+	c.assembles++
+	if c.assembling != nil {
+		c.assembling(c.assembles)
+	}
 	if c.next >= len(c.batches) {
-		c.stop()
+		if c.settled() >= len(c.handed) {
+			c.stop()
+		}
 		return nil, nil
 	}
 	c.next++
+	if len(c.batches[c.next-1]) > 0 {
+		c.handed = append(c.handed, c.next-1)
+	}
 	return c.batches[c.next-1], nil
 }
 
 func (c *fakeConsumer) Rewind(context.Context) error {
 	c.rewinds++
-	c.next--
+	if k := c.settled(); k < len(c.handed) {
+		c.next = c.handed[k]
+		c.handed = c.handed[:k]
+	}
 	return nil
 }
 
@@ -66,16 +97,20 @@ func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition { return nil }
 
 func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
 	c.committed = append(c.committed, o)
+	c.offsetCommits.Add(1)
 	return nil
 }
 
 // fakeProducer records every call and fails the ones its script says, in order, per operation.
 type fakeProducer struct {
-	calls    []string
-	produced []stream.Record
-	offsets  []map[stream.TopicPartition]int64
-	groups   []*produce.GroupMetadata
-	fail     map[string][]error
+	commits atomic.Int64 // transactions committed; read by the fake consumer beside the transaction
+	// commitGate, if set, holds every Commit until it is closed or a second has passed.
+	commitGate chan struct{}
+	calls      []string
+	produced   []stream.Record
+	offsets    []map[stream.TopicPartition]int64
+	groups     []*produce.GroupMetadata
+	fail       map[string][]error
 }
 
 func (p *fakeProducer) do(op string) error {
@@ -89,9 +124,22 @@ func (p *fakeProducer) do(op string) error {
 
 func (p *fakeProducer) InitTransactions(context.Context) error { return p.do("init") }
 func (p *fakeProducer) Begin() error                           { return p.do("begin") }
-func (p *fakeProducer) Commit() error                          { return p.do("commit") }
-func (p *fakeProducer) Abort() error                           { return p.do("abort") }
-func (p *fakeProducer) Flush(context.Context) error            { return p.do("flush") }
+func (p *fakeProducer) Commit() error {
+	if p.commitGate != nil {
+		select {
+		case <-p.commitGate:
+		case <-time.After(time.Second):
+			p.calls = append(p.calls, "gate timed out")
+		}
+	}
+	if err := p.do("commit"); err != nil {
+		return err
+	}
+	p.commits.Add(1)
+	return nil
+}
+func (p *fakeProducer) Abort() error                { return p.do("abort") }
+func (p *fakeProducer) Flush(context.Context) error { return p.do("flush") }
 
 // Produce takes the records one by one like the real producer: a record refused for itself is skipped and
 // reported by index, any other failure stops the batch.
@@ -243,6 +291,7 @@ func TestErrorPolicy(t *testing.T) {
 			group := &produce.GroupMetadata{} // only its identity matters: the loop passes it on untouched
 			c := &fakeConsumer{batches: tt.batches, stop: cancel, group: group}
 			p := &fakeProducer{fail: tt.fail}
+			c.producer = p
 			l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", AtLeastOnce: tt.atLeastOnce,
 				MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
 
@@ -281,6 +330,7 @@ func TestFailedRecordIsDeadLetteredInTheSameTransaction(t *testing.T) {
 	bad := rec(0, 5, stream.Header{Key: "h", Value: []byte("x")})
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), bad, rec(0, 6)}}, stop: cancel}
 	p := &fakeProducer{}
+	c.producer = p
 	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		switch in.Offset {
 		case 5:
@@ -325,6 +375,7 @@ func TestShutdownFinishesTheBatchInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 1)}}, stop: func() {}}
 	p := &fakeProducer{}
+	c.producer = p
 	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		cancel() // SIGTERM arrives while the batch is being transformed
 		if ctx.Err() != nil {
@@ -345,6 +396,7 @@ func TestShutdownDropsABatchThatOutlivesTheTimeout(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 1)}}, stop: func() {}}
 	p := &fakeProducer{}
+	c.producer = p
 	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		cancel()
 		<-ctx.Done() // a transform slower than the shutdown timeout
@@ -407,6 +459,7 @@ func TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction(t *testing
 	dup.Key = []byte("k4") // the same identity as offset 4
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), dup}}, stop: cancel}
 	p := &fakeProducer{fail: map[string][]error{"commit": {classed(produce.Abortable, "transaction timed out")}}}
+	c.producer = p
 	stage := &dedupe.Stage{ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: emptyChangelog{}}
 	l := &Loop{Consumer: c, Producer: p, Dedupe: stage, OutputTopic: "out", DeadLetterTopic: "dlq",
 		MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
@@ -456,6 +509,7 @@ func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
 	defer cancel()
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6), rec(0, 7)}}, stop: cancel}
 	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr(), nil, refusedErr()}}}
+	c.producer = p
 	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Millisecond}
 	if err := l.Run(ctx); err != nil {
 		t.Fatal(err)
@@ -493,6 +547,7 @@ func TestRefusedDeadLetterIsFatal(t *testing.T) {
 	defer cancel()
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5)}}, stop: cancel}
 	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr()}}}
+	c.producer = p
 	failOn5 := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		if in.Offset == 5 {
 			return nil, errors.New("cannot parse")
@@ -506,26 +561,28 @@ func TestRefusedDeadLetterIsFatal(t *testing.T) {
 	}
 }
 
-func TestBatchOfAnEndedSessionIsDroppedBeforeItsTransactionAndReadAgain(t *testing.T) {
+func TestBatchOfAnEndedSessionIsAbortedAndReadAgain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(1, 9)}}, stop: cancel,
 		groupErrs: []error{consume.ErrAssignmentLost}}
 	p := &fakeProducer{}
+	c.producer = p
 	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
 	if err := l.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The first attempt goes nowhere (no transaction), and the input is rewound: were the partitions still
-	// ours without a lost-assignment callback, skipping the rewind would skip the batch for good.
+	// The first attempt sends no offsets and is aborted, and the input is rewound: were the partitions still
+	// ours without a lost-assignment callback, skipping the rewind would skip the batch (and the one assembled
+	// beside its transaction) for good.
 	if c.rewinds != 1 {
 		t.Errorf("rewinds = %d, want 1", c.rewinds)
 	}
-	if got := strings.Join(p.calls, ","); got != "init,begin,produce,send_offsets,commit,begin,produce,send_offsets,commit" {
-		t.Errorf("producer calls %s, want a transaction for each batch, none for the dropped attempt", got)
+	if got := strings.Join(p.calls, ","); got != "init,begin,produce,abort,begin,produce,send_offsets,commit,begin,produce,send_offsets,commit" {
+		t.Errorf("producer calls %s, want the first attempt aborted before its offsets, then a transaction for each batch", got)
 	}
-	if len(p.produced) != 2 || header(p.produced[0], stream.SourceHeader) != "in/0/4" || header(p.produced[1], stream.SourceHeader) != "in/1/9" {
-		t.Errorf("produced %+v, want in/0/4 then in/1/9", p.produced)
+	if len(p.produced) != 3 || header(p.produced[1], stream.SourceHeader) != "in/0/4" || header(p.produced[2], stream.SourceHeader) != "in/1/9" {
+		t.Errorf("produced %+v, want in/0/4 (aborted), then in/0/4 and in/1/9", p.produced)
 	}
 }
 
@@ -534,6 +591,7 @@ func TestOutputAboveTheProducersLimitDeadLettersItsInput(t *testing.T) {
 	defer cancel()
 	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
 	p := &fakeProducer{}
+	c.producer = p
 	// Record 5 becomes two outputs, one of them too large: neither may be produced.
 	grow := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
 		if in.Offset == 5 {
@@ -557,5 +615,73 @@ func TestOutputAboveTheProducersLimitDeadLettersItsInput(t *testing.T) {
 	}
 	if reason := header(p.produced[2], HeaderError); !strings.Contains(reason, "message.max.bytes (200)") {
 		t.Errorf("dead letter reason %q does not name the limit", reason)
+	}
+}
+
+// TestNextBatchIsAssembledBesideTheTransactionAndARevocationWaitsForIt: batch 2 is polled while batch 1's
+// transaction is still open (the commit is held until then), and a revocation during that poll returns only once
+// batch 1 has committed, so the partition's next owner reads offsets that include it.
+func TestNextBatchIsAssembledBesideTheTransactionAndARevocationWaitsForIt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel}
+	p := &fakeProducer{commitGate: make(chan struct{})}
+	c.producer = p
+	var committedAtRevoke int64 = -1
+	c.assembling = func(n int) {
+		if n != 2 {
+			return
+		}
+		close(p.commitGate) // batch 1's commit goes on only now that batch 2 is being assembled
+		c.barrier()         // a revocation arrives
+		committedAtRevoke = p.commits.Load()
+	}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(p.calls, "gate timed out") {
+		t.Fatalf("calls %v: batch 2 was not assembled while batch 1's transaction was open", p.calls)
+	}
+	if committedAtRevoke != 1 {
+		t.Errorf("transactions committed when the revocation went on = %d, want 1: it must wait for the one in flight", committedAtRevoke)
+	}
+	if !slices.EqualFunc(p.offsets, []map[stream.TopicPartition]int64{{p0: 5}, {p0: 6}}, maps.Equal) {
+		t.Errorf("offsets %v, want batch 1 then batch 2", p.offsets)
+	}
+}
+
+// TestAbortRewindsTheBatchAssembledBesideIt: batch 1's transaction aborts after batch 2 was assembled; batch 2 is
+// dropped unproduced and both are read again, in order.
+func TestAbortRewindsTheBatchAssembledBesideIt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel}
+	p := &fakeProducer{commitGate: make(chan struct{}), fail: map[string][]error{"commit": {classed(produce.Abortable, "transaction aborted by broker")}}}
+	c.producer = p
+	c.assembling = func(n int) {
+		if n == 2 {
+			close(p.commitGate) // batch 2 is assembled before batch 1's commit fails
+		}
+	}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(p.calls, "gate timed out") {
+		t.Fatalf("calls %v: batch 2 was not assembled while batch 1's transaction was open", p.calls)
+	}
+	if c.rewinds != 1 {
+		t.Errorf("rewinds = %d, want 1", c.rewinds)
+	}
+	var sources []string
+	for _, r := range p.produced {
+		sources = append(sources, header(r, stream.SourceHeader))
+	}
+	if want := []string{"in/0/4", "in/0/4", "in/0/5"}; !slices.Equal(sources, want) {
+		t.Errorf("produced %v, want %v: the aborted batch, then both batches in order", sources, want)
+	}
+	if !slices.EqualFunc(p.offsets, []map[stream.TopicPartition]int64{{p0: 5}, {p0: 5}, {p0: 6}}, maps.Equal) {
+		t.Errorf("offsets %v, want batch 1 (aborted), batch 1, batch 2", p.offsets)
 	}
 }

@@ -1,0 +1,188 @@
+package txn
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eosproc/eosproc/produce"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// prepare turns a batch's inputs into what its transaction writes: de-duplication, then the transform, with
+// dead letters for the records either fails on. A record the transform fails on is dead-lettered in the batch's
+// own transaction, so it is committed exactly once like any output and never blocks the partition behind it.
+// Duplicates produce nothing, but their offsets are committed with the batch like any other input's.
+func (l *Loop) prepare(work context.Context, b *batch) error {
+	start := time.Now()
+	defer func() { b.preparation = time.Since(start) }()
+	kept, dead, changelog, err := l.dedupe(work, b.in)
+	if err != nil {
+		return &abortable{step: "dedupe", err: err}
+	}
+	out, from, failed, err := l.transform(work, kept)
+	if err != nil {
+		return &abortable{step: "transform", err: err}
+	}
+	b.kept, b.from, b.outputs, b.changelog = kept, from, len(out), changelog
+	b.out = append(append(out, dead...), failed...)
+	return nil
+}
+
+// dedupe drops the duplicates in a batch and dead-letters records without an identity; without a Deduplicator
+// every record is kept.
+func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, changelog []stream.Record, err error) {
+	if l.Dedupe == nil {
+		return in, nil, nil, nil
+	}
+	kept, rejected, changelog, err := l.Dedupe.Filter(work, in)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, r := range rejected {
+		dead = append(dead, l.deadLetter(r.Record, r.Err))
+	}
+	return kept, dead, changelog, nil
+}
+
+// transform applies the transform to every record; from[i] is the index in `in` of the record out[i] came from.
+// Failures (errors, panics, an output larger than the producer takes) become dead-letter records, as does,
+// untransformed, a record whose output the producer refused in an earlier attempt of this batch. An error is
+// returned only when the work context ended: a transform failing because we are out of time says nothing about
+// the record.
+func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream.Record, from []int, dead []stream.Record, err error) {
+	// Most transforms emit one record per input: sized once instead of regrown (and recopied) ~log2(n) times.
+	out = make([]stream.Record, 0, len(in))
+	from = make([]int, 0, len(in))
+	for i, r := range in {
+		if len(l.refused) > 0 {
+			if reason, ok := l.refused[r.Source()]; ok {
+				// Kept until the batch commits: if this attempt fails too, the next one needs it again.
+				dead = append(dead, l.deadLetter(r, fmt.Errorf("an output of this record was refused: %w", reason)))
+				continue
+			}
+		}
+		res, terr := l.apply(work, r)
+		if terr == nil {
+			terr = l.checkSizes(res)
+		}
+		if terr != nil {
+			if work.Err() != nil {
+				return nil, nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
+			}
+			dead = append(dead, l.deadLetter(r, terr))
+			continue
+		}
+		for _, o := range res {
+			if o.Topic == "" {
+				o.Topic = l.OutputTopic
+			}
+			out = append(out, o)
+			from = append(from, i)
+		}
+	}
+	return out, from, dead, nil
+}
+
+// checkSizes refuses outputs the producer would refuse, so their input is dead-lettered with none of its outputs
+// instead of failing the transaction half-way.
+func (l *Loop) checkSizes(out []stream.Record) error {
+	if l.MaxRecordBytes <= 0 {
+		return nil
+	}
+	for _, o := range out {
+		if n := produce.EncodedSize(o); n > l.MaxRecordBytes {
+			return fmt.Errorf("output too large: %d bytes with headers, above the producer's message.max.bytes (%d)", n, l.MaxRecordBytes)
+		}
+	}
+	return nil
+}
+
+func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("transform panicked: %v", p)
+		}
+	}()
+	return l.Transform(ctx, r)
+}
+
+// rememberRefused notes, from a failed transaction, the inputs one of whose outputs the producer refused for
+// itself: whatever we do, it refuses them again, so the redo dead-letters these inputs with none of their
+// outputs (those already produced went with the aborted transaction). A refused dead letter is fatal: nothing
+// is left to fall back on.
+func (l *Loop) rememberRefused(b *batch, ab *abortable) error {
+	for _, i := range ab.refused {
+		if i >= b.outputs {
+			return fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
+				"and the dead-letter topic's max.message.bytes): %w", ab.err)
+		}
+		src := b.kept[b.from[i]]
+		l.refused[src.Source()] = ab.err
+		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
+			"source", src.Source(), "error", ab.err)
+	}
+	return nil
+}
+
+// Dead-letter headers: why the record failed and where it came from.
+const (
+	HeaderError           = "eosproc.error"
+	HeaderSourceTopic     = "eosproc.source.topic"
+	HeaderSourcePartition = "eosproc.source.partition"
+	HeaderSourceOffset    = "eosproc.source.offset"
+)
+
+// deadLetter keeps the record's key, value, headers and timestamp and adds the reason and the source position;
+// it also carries stream.SourceHeader, so a reader counting outputs by source sees dead letters too.
+func (l *Loop) deadLetter(r stream.Record, err error) stream.Record {
+	headers := make([]stream.Header, 0, len(r.Headers)+5)
+	headers = append(headers, r.Headers...)
+	headers = append(headers,
+		stream.Header{Key: HeaderError, Value: []byte(err.Error())},
+		stream.Header{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		stream.Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		stream.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		stream.Header{Key: stream.SourceHeader, Value: []byte(r.Source())},
+	)
+	return stream.Record{Topic: l.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
+}
+
+// nextOffsets is what the group commits for a batch: per partition in it, the offset after its last record
+// (Kafka's committed offset names the next record to read), and nothing for partitions without records, whose
+// committed offsets must stay as they are.
+func nextOffsets(in []stream.Record) map[stream.TopicPartition]int64 {
+	offsets := map[stream.TopicPartition]int64{}
+	for _, r := range in {
+		tp := r.TopicPartition()
+		if next := r.Offset + 1; next > offsets[tp] {
+			offsets[tp] = next
+		}
+	}
+	return offsets
+}
+
+// inputRanges describes which offsets of which partitions a batch held, e.g. "in/0:[10,20) in/1:[5,9)", so a
+// debug log can be matched against the output's source headers.
+func inputRanges(in []stream.Record) string {
+	type span struct{ first, next int64 }
+	spans := map[stream.TopicPartition]span{}
+	for _, r := range in {
+		tp := r.TopicPartition()
+		s, ok := spans[tp]
+		if !ok || r.Offset < s.first {
+			s.first = r.Offset
+		}
+		s.next = max(s.next, r.Offset+1)
+		spans[tp] = s
+	}
+	parts := make([]string, 0, len(spans))
+	for tp, s := range spans {
+		parts = append(parts, fmt.Sprintf("%s:[%d,%d)", tp, s.first, s.next))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}

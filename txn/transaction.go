@@ -1,0 +1,183 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/eosproc/eosproc/consume"
+	"github.com/eosproc/eosproc/produce"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// batch is one micro-batch on its way through the loop: assembled and prepared on the loop's goroutine, then
+// written by its transaction on a goroutine of its own, beside the next batch's assembly.
+type batch struct {
+	in      []stream.Record // the inputs, as assembled
+	offsets map[stream.TopicPartition]int64
+	// Set by prepare: the inputs left after de-duplication, what the transaction writes (the first outputs
+	// records are outputs, the rest dead letters), from[i] the index in kept of the input out[i] came from, and
+	// the de-duplication store's changelog records.
+	kept, out, changelog []stream.Record
+	from                 []int
+	outputs              int
+
+	// When each step began or ended, for the rate controller, the metrics and the debug log. The transaction's
+	// goroutine writes its steps before it closes its flight's done, and the loop reads them after.
+	started, assembled                              time.Time
+	preparation                                     time.Duration // de-duplication and transform
+	began, producing, offsetting, committing, ended time.Time
+}
+
+// flight is a batch's transaction running on its own goroutine.
+type flight struct {
+	batch *batch
+	done  chan struct{} // closed once the transaction has committed, aborted or failed for good
+	err   error         // nil, *abortable (the transaction was aborted), or fatal
+}
+
+// send starts the batch's transaction on a goroutine of its own; land waits for it.
+func (l *Loop) send(work context.Context, b *batch) {
+	f := &flight{batch: b, done: make(chan struct{})}
+	l.inflight = f
+	go func() {
+		defer close(f.done)
+		f.err = l.transact(work, b)
+	}()
+}
+
+// awaitInFlight blocks until the transaction in flight, if any, has committed or aborted. It is the consumer's
+// revoke barrier: a revocation or loss, served inside Assemble on the loop's goroutine, lets the partitions go
+// only once the records of theirs that the transaction holds are committed or discarded. Their next owner then
+// reads the committed offsets the transaction left, neither before it nor behind it.
+func (l *Loop) awaitInFlight() {
+	if f := l.inflight; f != nil {
+		<-f.done
+	}
+}
+
+// transact runs the batch's transaction (begin, produce the outputs, dead letters and changelog, send the
+// offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
+// (a revocation, the next batch) finds the transaction settled.
+func (l *Loop) transact(work context.Context, b *batch) error {
+	err := l.transactSteps(work, b)
+	b.ended = time.Now()
+	var ab *abortable
+	if errors.As(err, &ab) && l.open {
+		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
+		if aerr := l.retry(context.Background(), l.Producer.Abort); aerr != nil {
+			return fmt.Errorf("abort transaction after %s failed: %w", ab.step, aerr)
+		}
+		l.open = false
+	}
+	return err
+}
+
+func (l *Loop) transactSteps(work context.Context, b *batch) error {
+	b.began = time.Now()
+	if err := l.Producer.Begin(); err != nil {
+		return l.classify("begin", err)
+	}
+	l.open = !l.AtLeastOnce
+	b.producing = time.Now()
+	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
+	// of the batch deals with all of its refused records rather than one redo each.
+	refused, err := l.Producer.Produce(work, b.out)
+	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
+		return l.classify("produce", err)
+	}
+	if len(refused) > 0 {
+		// Abort right after producing can reach the coordinator before the partitions these records added to
+		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
+		// records delivered first, their partitions are registered.
+		_ = l.Producer.Flush(work)
+		return &abortable{step: "produce", err: err, refused: refused}
+	}
+	if len(b.changelog) > 0 {
+		if err := l.Producer.ProduceToPartitions(work, b.changelog); err != nil {
+			return l.classify("produce_changelog", err)
+		}
+	}
+	b.offsetting = time.Now()
+	if l.AtLeastOnce {
+		b.committing = b.offsetting
+		// Offsets only after every output is acknowledged: the order that makes at_least_once at least once.
+		if err := l.Producer.Flush(work); err != nil {
+			return l.classify("flush", err)
+		}
+		if err := l.Consumer.CommitOffsets(b.offsets); err != nil {
+			// A rebalance took the partitions (or the coordinator moved): redo from the committed offsets.
+			return &abortable{step: "commit_offsets", err: err}
+		}
+		return nil
+	}
+	if l.Faults.InTransaction != nil {
+		l.transactions++
+		l.Faults.InTransaction(l.transactions)
+	}
+	// Taken as late as possible: a rebalance that completed while the batch was prepared moved the group to a
+	// newer generation, and offsets sent with the older one would be refused. The batch's partitions are still
+	// ours, since revocations wait for this transaction (KIP-447 fences a member that lost them anyway).
+	group, err := l.Consumer.GroupMetadata()
+	if errors.Is(err, consume.ErrAssignmentLost) {
+		return &abortable{step: "assignment_lost", err: err, lost: true}
+	}
+	if err != nil {
+		return err
+	}
+	// Retried with the very same offsets and metadata: librdkafka may have half-sent them.
+	if err := l.retry(work, func() error { return l.Producer.SendOffsets(work, b.offsets, group) }); err != nil {
+		return l.classify("send_offsets", err)
+	}
+	if l.Faults.AbortRatio > 0 && rand.Float64() < l.Faults.AbortRatio {
+		// Everything is written and the offsets are in the transaction: the worst moment to abort, which is why
+		// the fault tests abort here.
+		return &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
+	}
+	b.committing = time.Now()
+	// Not bounded by work: commit waits as long as the transaction may live, and giving up on a retriable commit
+	// would leave its outcome unknown. The broker's transaction timeout bounds it.
+	if err := l.retry(context.Background(), l.Producer.Commit); err != nil {
+		return l.classify("commit", err)
+	}
+	l.open = false
+	return nil
+}
+
+// abortable is a failure after which the batch is aborted, the input rewound and the batch redone; step names
+// where it happened, for the aborted-transactions metric.
+type abortable struct {
+	step string
+	err  error
+	// refused are the indexes, among the records the transaction was producing, of those the producer refused
+	// for themselves (produce.ErrRecordRefused).
+	refused []int
+	// lost says the member's group session ended before the batch's offsets were sent.
+	lost bool
+}
+
+func (e *abortable) Error() string { return e.err.Error() }
+func (e *abortable) Unwrap() error { return e.err }
+
+// asAbortable returns err's *abortable, nil if it has none.
+func asAbortable(err error) *abortable {
+	var ab *abortable
+	if errors.As(err, &ab) {
+		return ab
+	}
+	return nil
+}
+
+// classify turns a producer error into the loop's decision: abortable redoes the batch, anything else is fatal.
+// A retriable error that is still failing when retries stop (the shutdown deadline passed) is treated as
+// abortable: the transaction is incomplete, and aborting it is always safe.
+func (l *Loop) classify(step string, err error) error {
+	switch produce.ClassOf(err) {
+	case produce.Abortable, produce.Retriable:
+		return &abortable{step: step, err: err}
+	default:
+		return fmt.Errorf("fatal producer error: %w", err)
+	}
+}
