@@ -60,7 +60,7 @@ type step struct {
 	delay       time.Duration // scheduling delay the batch started with
 }
 
-// simulate runs the loop of DESIGN.md's "One batch": budgets, a batch that uses them all, Observe.
+// simulate runs the loop of docs/design.md's "One batch": budgets, a batch that uses them all, Observe.
 // Batches are scheduled every interval and one runs at a time, so a batch that takes longer than
 // the interval delays the next ones, as in Spark Streaming.
 func simulate(t *testing.T, s scenario, est Estimator) [][]step {
