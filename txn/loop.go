@@ -46,9 +46,9 @@ type Loop struct {
 	// inflight is the transaction running beside the next batch's assembly, nil when none is. Only the loop's
 	// goroutine uses it (the revoke barrier runs there, inside Assemble).
 	inflight *flight
-	// refused holds, by source, the inputs one of whose outputs the producer refused: the redo dead-letters them.
-	// Loop goroutine only.
-	refused map[string]error
+	// refused holds the inputs one of whose outputs the producer refused: the redo dead-letters them. Loop
+	// goroutine only.
+	refused map[position]error
 	// Used by the transaction's goroutine only, one transaction at a time: transactions begun so far (for
 	// Faults.InTransaction), and whether one is open (librdkafka refuses to abort a transaction that does not
 	// exist).
@@ -123,10 +123,12 @@ func (l *Loop) Run(ctx context.Context) error {
 		if committed {
 			aborts = 0
 		}
+		// State kept per partition goes with a partition revoked or lost during the assembly. Its new owner
+		// extends its de-duplication changelog, and if it comes back, its state must be read again from there.
+		revoked := l.Consumer.TakeRevoked()
+		l.forgetRefused(revoked)
 		if l.Dedupe != nil {
-			// A partition revoked or lost during the assembly: its new owner extends its changelog, and if it
-			// comes back, its state must be read again from there.
-			l.Dedupe.Forget(l.Consumer.TakeRevoked())
+			l.Dedupe.Forget(revoked)
 			if next != nil && err == nil && settled == nil {
 				err = l.prepare(work, next)
 			}
@@ -188,7 +190,7 @@ func (l *Loop) defaults() {
 		l.Metrics = NewMetrics(nil)
 	}
 	if l.refused == nil {
-		l.refused = map[string]error{}
+		l.refused = map[position]error{}
 	}
 	if l.Logger == nil {
 		l.Logger = slog.Default()
@@ -241,7 +243,7 @@ func (l *Loop) land() (committed bool, err error) {
 	}
 	if len(l.refused) > 0 {
 		for _, r := range b.in {
-			delete(l.refused, r.Source())
+			delete(l.refused, positionOf(r))
 		}
 	}
 	l.report(b)

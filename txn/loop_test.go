@@ -39,6 +39,7 @@ type fakeConsumer struct {
 	// calls barrier, as the real consumer's callback does.
 	assembling func(n int)
 	assembles  int
+	revoked    []stream.TopicPartition // since the last TakeRevoked
 }
 
 func (c *fakeConsumer) Assigned() []stream.TopicPartition {
@@ -93,7 +94,11 @@ func (c *fakeConsumer) GroupMetadata() (*produce.GroupMetadata, error) {
 	return c.group, nil
 }
 
-func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition { return nil }
+func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition {
+	r := c.revoked
+	c.revoked = nil
+	return r
+}
 
 func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
 	c.committed = append(c.committed, o)
@@ -684,4 +689,52 @@ func TestAbortRewindsTheBatchAssembledBesideIt(t *testing.T) {
 	if !slices.EqualFunc(p.offsets, []map[stream.TopicPartition]int64{{p0: 5}, {p0: 5}, {p0: 6}}, maps.Equal) {
 		t.Errorf("offsets %v, want batch 1 (aborted), batch 1, batch 2", p.offsets)
 	}
+}
+
+// TestStateOfPartitionsThatMovedAwayDoesNotAccumulate: the consumer's list of revoked partitions is drained by
+// every batch, with or without de-duplication, and what the loop remembers of a partition (inputs whose output
+// was refused) goes when the partition does.
+func TestStateOfPartitionsThatMovedAwayDoesNotAccumulate(t *testing.T) {
+	t.Run("revoked list", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		const rebalances = 5000
+		c := &fakeConsumer{batches: make([][]stream.Record, rebalances), stop: cancel}
+		c.producer = &fakeProducer{}
+		most := 0
+		c.assembling = func(n int) {
+			most = max(most, len(c.revoked))
+			c.revoked = append(c.revoked, stream.TopicPartition{Topic: "in", Partition: int32(n)})
+		}
+		l := &Loop{Consumer: c, Producer: c.producer, OutputTopic: "out"}
+		if err := l.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if most > 1 {
+			t.Errorf("revoked partitions waiting to be taken reached %d over %d rebalances, want at most 1", most, rebalances)
+		}
+	})
+	t.Run("refused inputs", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}}, stop: cancel}
+		p := &fakeProducer{fail: map[string][]error{"produce": {refusedErr()}}}
+		c.producer = p
+		c.assembling = func(n int) {
+			if n == 3 { // the redo's assembly: partition 0 moves away instead
+				c.revoked = append(c.revoked, p0)
+				c.batches[0] = nil
+			}
+		}
+		l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Microsecond}
+		if err := l.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if c.rewinds != 1 {
+			t.Fatalf("rewinds = %d, want 1: the case under test did not happen", c.rewinds)
+		}
+		if len(l.refused) != 0 {
+			t.Errorf("refused inputs of a partition that moved away are kept: %v", l.refused)
+		}
+	})
 }

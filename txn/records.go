@@ -59,7 +59,7 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 	from = make([]int, 0, len(in))
 	for i, r := range in {
 		if len(l.refused) > 0 {
-			if reason, ok := l.refused[r.Source()]; ok {
+			if reason, ok := l.refused[positionOf(r)]; ok {
 				// Kept until the batch commits: if this attempt fails too, the next one needs it again.
 				dead = append(dead, l.deadLetter(r, fmt.Errorf("an output of this record was refused: %w", reason)))
 				continue
@@ -121,11 +121,31 @@ func (l *Loop) rememberRefused(b *batch, ab *abortable) error {
 				"and the dead-letter topic's max.message.bytes): %w", ab.err)
 		}
 		src := b.kept[b.from[i]]
-		l.refused[src.Source()] = ab.err
+		l.refused[positionOf(src)] = ab.err
 		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
 			"source", src.Source(), "error", ab.err)
 	}
 	return nil
+}
+
+// position is where an input record is: its partition and offset.
+type position struct {
+	stream.TopicPartition
+	offset int64
+}
+
+func positionOf(r stream.Record) position { return position{r.TopicPartition(), r.Offset} }
+
+// forgetRefused drops what was remembered of partitions this member no longer owns: their next owner redoes
+// their batches, and the map must not grow with every partition that ever moved away.
+func (l *Loop) forgetRefused(revoked []stream.TopicPartition) {
+	for _, tp := range revoked {
+		for pos := range l.refused {
+			if pos.TopicPartition == tp {
+				delete(l.refused, pos)
+			}
+		}
+	}
 }
 
 // Dead-letter headers: why the record failed and where it came from.
