@@ -479,3 +479,11 @@ func fields() []field {
 	}
 	return out
 }
+
+// ShutdownBound is the longest a SIGTERM takes to end the process: the batch in flight gets ShutdownTimeout, a
+// commit or abort that keeps failing retriably is retried for a TransactionTimeout more (the broker has aborted
+// the transaction by then), and closing the clients and the HTTP server takes at most 15 s. A supervisor's grace
+// period (Kubernetes' terminationGracePeriodSeconds) should exceed it.
+func (c Config) ShutdownBound() time.Duration {
+	return c.ShutdownTimeout + c.TransactionTimeout + 15*time.Second
+}

@@ -43,7 +43,7 @@ func BenchmarkBatchIdentity(b *testing.B) {
 			err = l.prepare(ctx, bt)
 		}
 		if err == nil {
-			err = l.transact(ctx, bt)
+			err = l.transact(ctx, ctx, bt)
 		}
 		if err != nil {
 			b.Fatal(err)

@@ -30,6 +30,9 @@ type Loop struct {
 	// ShutdownTimeout bounds how long the batch in flight may take to finish after the context is cancelled;
 	// past it the batch is aborted. A commit already started is not interrupted (librdkafka cannot be).
 	ShutdownTimeout time.Duration // 30s
+	// TransactionTimeout is the producer's transaction.timeout.ms: how long after the shutdown deadline a commit
+	// or abort is still retried.
+	TransactionTimeout time.Duration // 60s
 	// MaxRecordBytes, when above 0, is the largest output the producer takes (its message.max.bytes): an input
 	// with a larger output goes to the dead-letter topic instead, before its transaction begins.
 	MaxRecordBytes int
@@ -75,23 +78,16 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.defaults()
 	l.beat()
 	// work outlives ctx by ShutdownTimeout, so that a shutdown lets the batch in flight finish instead of
-	// failing it half-way; only if the batch is still running after that is it aborted.
+	// failing it half-way; only if the batch is still running after that is it aborted. settle outlives work by
+	// TransactionTimeout: a commit or abort is retried until then (its outcome must be known), and no longer,
+	// since the broker aborts the transaction by itself by then. So a shutdown takes at most ShutdownTimeout +
+	// TransactionTimeout.
 	work, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-work.Done():
-			return
-		}
-		t := time.NewTimer(l.ShutdownTimeout)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			stop()
-		case <-work.Done():
-		}
-	}()
+	settle, stopSettle := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSettle()
+	go l.cancelAfter(ctx, work, l.ShutdownTimeout, stop)
+	go l.cancelAfter(work, settle, l.TransactionTimeout, stopSettle)
 
 	// Before the first transaction: fence any previous incarnation with our transactional.id and settle the
 	// transaction it may have left open, or its outputs could become visible after ours.
@@ -142,7 +138,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			continue
 		}
 		if next != nil {
-			l.send(work, next)
+			l.send(work, settle, next)
 		}
 	}
 	// Shutting down: the batch in flight commits (or, past the shutdown timeout, aborts) before Run returns.
@@ -154,6 +150,22 @@ func (l *Loop) Run(ctx context.Context) error {
 		return l.recover(ctx, work, ab, aborts)
 	}
 	return nil
+}
+
+// cancelAfter calls cancel d after parent ends, unless ctx (which cancel ends) ended first.
+func (l *Loop) cancelAfter(parent, ctx context.Context, d time.Duration, cancel context.CancelFunc) {
+	select {
+	case <-parent.Done():
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		cancel()
+	case <-ctx.Done():
+	}
 }
 
 // cmpOr returns the first of a and b that is not nil.
@@ -179,6 +191,9 @@ func (l *Loop) defaults() {
 	}
 	if l.ShutdownTimeout <= 0 {
 		l.ShutdownTimeout = 30 * time.Second
+	}
+	if l.TransactionTimeout <= 0 {
+		l.TransactionTimeout = time.Minute
 	}
 	if l.MinBackoff <= 0 {
 		l.MinBackoff = 100 * time.Millisecond

@@ -738,3 +738,42 @@ func TestStateOfPartitionsThatMovedAwayDoesNotAccumulate(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownGivesUpARetriableCommitAfterTheTransactionTimeout: past the shutdown deadline a commit that keeps
+// failing retriably is retried for a transaction timeout (the broker aborts the transaction by then), then
+// aborted, and Run returns; it used to retry for ever, so no grace period could be computed from the settings.
+func TestShutdownGivesUpARetriableCommitAfterTheTransactionTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 1)}}, stop: func() {}}
+	retriable := make([]error, 1000) // more than 50ms of retries take
+	for i := range retriable {
+		retriable[i] = classed(produce.Retriable, "coordinator not available")
+	}
+	p := &fakeProducer{fail: map[string][]error{"commit": retriable}}
+	c.producer = p
+	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		cancel() // SIGTERM while the batch is prepared
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", ShutdownTimeout: time.Millisecond,
+		TransactionTimeout: 50 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run still retrying the commit a minute after a shutdown with a 50ms transaction timeout")
+	}
+	n := 0
+	for _, call := range p.calls {
+		if call == "commit" {
+			n++
+		}
+	}
+	if n < 2 || p.calls[len(p.calls)-1] != "abort" {
+		t.Errorf("calls %v: want the commit retried, then the transaction aborted", p.calls)
+	}
+}

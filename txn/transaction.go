@@ -38,13 +38,14 @@ type flight struct {
 	err   error         // nil, *abortable (the transaction was aborted), or fatal
 }
 
-// send starts the batch's transaction on a goroutine of its own; land waits for it.
-func (l *Loop) send(work context.Context, b *batch) {
+// send starts the batch's transaction on a goroutine of its own; land waits for it. work bounds the
+// transaction's steps; settle bounds the retries of its commit or abort (see Run).
+func (l *Loop) send(work, settle context.Context, b *batch) {
 	f := &flight{batch: b, done: make(chan struct{})}
 	l.inflight = f
 	go func() {
 		defer close(f.done)
-		f.err = l.transact(work, b)
+		f.err = l.transact(work, settle, b)
 	}()
 }
 
@@ -61,13 +62,13 @@ func (l *Loop) awaitInFlight() {
 // transact runs the batch's transaction (begin, produce the outputs, dead letters and changelog, send the
 // offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
 // (a revocation, the next batch) finds the transaction settled.
-func (l *Loop) transact(work context.Context, b *batch) error {
-	err := l.transactSteps(work, b)
+func (l *Loop) transact(work, settle context.Context, b *batch) error {
+	err := l.transactSteps(work, settle, b)
 	b.ended = time.Now()
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {
 		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
-		if aerr := l.retry(context.Background(), l.Producer.Abort); aerr != nil {
+		if aerr := l.retry(settle, l.Producer.Abort); aerr != nil {
 			return fmt.Errorf("abort transaction after %s failed: %w", ab.step, aerr)
 		}
 		l.open = false
@@ -75,7 +76,7 @@ func (l *Loop) transact(work context.Context, b *batch) error {
 	return err
 }
 
-func (l *Loop) transactSteps(work context.Context, b *batch) error {
+func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	b.began = time.Now()
 	if err := l.Producer.Begin(); err != nil {
 		return l.classify("begin", err)
@@ -137,9 +138,10 @@ func (l *Loop) transactSteps(work context.Context, b *batch) error {
 		return &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
 	}
 	b.committing = time.Now()
-	// Not bounded by work: commit waits as long as the transaction may live, and giving up on a retriable commit
-	// would leave its outcome unknown. The broker's transaction timeout bounds it.
-	if err := l.retry(context.Background(), l.Producer.Commit); err != nil {
+	// Not bounded by work: giving up on a retriable commit would leave its outcome unknown. Past the shutdown
+	// deadline it is retried for at most a transaction timeout, after which the broker has aborted the
+	// transaction anyway.
+	if err := l.retry(settle, l.Producer.Commit); err != nil {
 		return l.classify("commit", err)
 	}
 	l.open = false

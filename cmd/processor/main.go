@@ -25,9 +25,22 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	go onSignals(sigs, cancel, func(s os.Signal) {
+		fmt.Fprintf(os.Stderr, "second %s during the shutdown: exiting at once; the transaction in flight is aborted by the broker or by the next incarnation\n", s)
+		os.Exit(exitRuntime)
+	})
 	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// onSignals starts a clean shutdown at the first signal (the batch in flight may still commit) and calls exitNow
+// at the second: whoever asks twice wants the process gone now, which is as safe as a SIGKILL.
+func onSignals(sigs <-chan os.Signal, shutdown func(), exitNow func(os.Signal)) {
+	<-sigs
+	shutdown()
+	exitNow(<-sigs)
 }
 
 // run is main without the process: arguments, environment and outputs in, exit code out.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -72,4 +73,23 @@ func withoutProcessorVars(environ []string) []string {
 		}
 	}
 	return out
+}
+
+func TestFirstSignalShutsDownAndSecondExitsAtOnce(t *testing.T) {
+	sigs := make(chan os.Signal)
+	shutdown := make(chan struct{})
+	exited := make(chan os.Signal, 1)
+	go onSignals(sigs, func() { close(shutdown) }, func(s os.Signal) { exited <- s })
+
+	sigs <- syscall.SIGTERM
+	<-shutdown // a second close would panic: shutdown is asked once
+	select {
+	case s := <-exited:
+		t.Fatalf("exited at the first signal (%v), want a clean shutdown first", s)
+	default:
+	}
+	sigs <- os.Interrupt
+	if s := <-exited; s != os.Interrupt {
+		t.Errorf("exited on %v, want the second signal", s)
+	}
 }
