@@ -141,12 +141,13 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 			AbortRatio:    cfg.TestAbortRatio,
 			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
 		},
-		Interval:        cfg.BatchInterval,
-		MaxRecords:      cfg.MaxBatchRecords,
-		AtLeastOnce:     !exactlyOnce,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Metrics:         txn.NewMetrics(reg),
-		Logger:          log,
+		Interval:           cfg.BatchInterval,
+		MaxRecords:         cfg.MaxBatchRecords,
+		AtLeastOnce:        !exactlyOnce,
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		TransactionTimeout: cfg.TransactionTimeout,
+		Metrics:            txn.NewMetrics(reg),
+		Logger:             log,
 	}
 
 	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
