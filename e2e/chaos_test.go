@@ -201,6 +201,9 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 	r.verdict = fmt.Sprintf("%s; during the faults the reader saw %d records, %d duplicated, %d later gone (final %d)",
 		report, len(seen.positions), seen.duplicates, visibleAborted, len(final))
 	t.Log(r.verdict)
+	if !r.ok {
+		t.Log(explainSources(f.logDir, report.Examples))
+	}
 	return r
 }
 
