@@ -28,6 +28,10 @@ import (
 // batches drain a backlog faster; 20,000 records of 100 bytes to 1 KB keep a batch within 2 to 20 MB.
 const DefaultMaxBatchRecords = 20000
 
+// DefaultBatchInterval is how long a batch collects records unless configured otherwise (Kafka Streams' default
+// commit.interval.ms under exactly-once is 100 ms, Spark's batch intervals are seconds).
+const DefaultBatchInterval = 500 * time.Millisecond
+
 // Config is what the consumer needs. Brokers, GroupID and Topics are required.
 type Config struct {
 	Brokers string
@@ -39,8 +43,10 @@ type Config struct {
 	// AutoOffsetReset is where a partition with no committed offset starts, and where one whose committed
 	// offset fell off retention restarts: "earliest" (default) or "latest".
 	AutoOffsetReset string
-	// MaxBatchRecords is the most records a batch takes (Assemble's maxRecords); librdkafka's prefetch is sized
-	// from it. Zero means DefaultMaxBatchRecords.
+	// BatchInterval is how long Assemble collects one batch at most. Zero means DefaultBatchInterval.
+	BatchInterval time.Duration
+	// MaxBatchRecords is the most records a batch takes; librdkafka's prefetch is sized from it. Zero means
+	// DefaultMaxBatchRecords.
 	MaxBatchRecords int
 	// MaxPollInterval must exceed the longest gap between two Assemble calls (one batch's transform and
 	// commit); past it librdkafka leaves the group and the batch's offsets are refused.
@@ -66,6 +72,9 @@ type Consumer struct {
 	onError   func(kafka.Error)
 	onFatal   func(error)
 	resetMode string
+	// The batch limits, from Config: how long and how many records one Assemble collects at most.
+	interval   time.Duration
+	maxRecords int
 
 	// Rebalance callbacks run inside Poll, on the loop's goroutine, so the fields below need no lock.
 	carry     map[stream.TopicPartition][]stream.Record // polled beyond budget, first in line next batch
@@ -107,6 +116,9 @@ func New(cfg Config) (*Consumer, error) {
 	}
 	if cfg.MaxBatchRecords <= 0 {
 		cfg.MaxBatchRecords = DefaultMaxBatchRecords
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = DefaultBatchInterval
 	}
 	maxPoll := cfg.MaxPollInterval
 	if maxPoll <= 0 {
@@ -160,15 +172,17 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, fmt.Errorf("configure consumer: %w", err)
 	}
 	c := &Consumer{
-		log:       log,
-		errLog:    &rdkafka.ErrorLog{Log: log},
-		onError:   cfg.OnError,
-		onFatal:   cfg.OnFatal,
-		resetMode: reset,
-		carry:     map[stream.TopicPartition][]stream.Record{},
-		paused:    map[stream.TopicPartition]bool{},
-		firstSeen: map[stream.TopicPartition]int64{},
-		assigned:  map[stream.TopicPartition]bool{},
+		log:        log,
+		errLog:     &rdkafka.ErrorLog{Log: log},
+		onError:    cfg.OnError,
+		onFatal:    cfg.OnFatal,
+		resetMode:  reset,
+		interval:   cfg.BatchInterval,
+		maxRecords: cfg.MaxBatchRecords,
+		carry:      map[stream.TopicPartition][]stream.Record{},
+		paused:     map[stream.TopicPartition]bool{},
+		firstSeen:  map[stream.TopicPartition]int64{},
+		assigned:   map[stream.TopicPartition]bool{},
 
 		revokedInCall: map[stream.TopicPartition]bool{},
 		rewound:       map[stream.TopicPartition]bool{},
@@ -315,14 +329,21 @@ func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) [
 	return kept
 }
 
-// Assemble polls one micro-batch: until interval has passed, or every assigned partition has used its budget
-// (records allowed this batch; a partition missing from budgets has none), or maxRecords are gathered, or
+// Batching returns the batch limits the consumer was configured with: how long Assemble collects a batch at most,
+// and how many records it takes at most.
+func (c *Consumer) Batching() (interval time.Duration, maxRecords int) {
+	return c.interval, c.maxRecords
+}
+
+// Assemble polls one micro-batch: until the batch interval has passed, or every assigned partition has used its
+// budget (records allowed this batch; a partition missing from budgets has none), or the batch is full, or
 // partitions were assigned during it (their budgets come with the next batch). Records carried over from the
 // previous batch come first. A partition is paused when its budget is used, and a record polled beyond its
 // budget is carried to the next batch, never dropped. When ctx is done Assemble returns what it has gathered so
 // far. An error is fatal for the consumer.
-func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64, interval time.Duration, maxRecords int) ([]stream.Record, error) {
-	deadline := time.Now().Add(interval)
+func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64) ([]stream.Record, error) {
+	maxRecords := c.maxRecords
+	deadline := time.Now().Add(c.interval)
 	used := map[stream.TopicPartition]int64{}
 	c.pending = nil
 	c.gained = false

@@ -24,10 +24,10 @@ func TestRevokedPartitionsRecordsAreDropped(t *testing.T) {
 	}
 }
 
-func unreachable(t *testing.T) *Consumer {
+func unreachable(t *testing.T, interval time.Duration) *Consumer {
 	t.Helper()
-	c, err := New(Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := New(Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"}, BatchInterval: interval,
+		MaxBatchRecords: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,9 +36,9 @@ func unreachable(t *testing.T) *Consumer {
 }
 
 func TestAssembleEndsWithTheIntervalWithoutBrokers(t *testing.T) {
-	c := unreachable(t)
+	c := unreachable(t, 300*time.Millisecond)
 	start := time.Now()
-	batch, err := c.Assemble(context.Background(), nil, 300*time.Millisecond, 10)
+	batch, err := c.Assemble(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,11 +57,11 @@ func TestAssembleEndsWithTheIntervalWithoutBrokers(t *testing.T) {
 }
 
 func TestAssembleReturnsWhenTheContextEnds(t *testing.T) {
-	c := unreachable(t)
+	c := unreachable(t, time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	start := time.Now()
-	if _, err := c.Assemble(ctx, nil, time.Minute, 10); err != nil {
+	if _, err := c.Assemble(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > time.Second {

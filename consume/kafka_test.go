@@ -33,10 +33,10 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	newConsumer := func(t *testing.T, topic, group string) *Consumer {
+	newConsumer := func(t *testing.T, topic, group string, interval time.Duration, maxRecords int) *Consumer {
 		t.Helper()
-		c, err := New(Config{Brokers: bootstrap, GroupID: group, Topics: []string{topic},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		c, err := New(Config{Brokers: bootstrap, GroupID: group, Topics: []string{topic}, BatchInterval: interval,
+			MaxBatchRecords: maxRecords, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,23 +45,24 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 
 	t.Run("RebalanceMidBatchDropsTheRevokedPartitionsRecords", func(t *testing.T) {
 		fill(t, "rebalance", 4, 4000)
-		a := newConsumer(t, "rebalance", "rebalance")
+		// A assembles small batches, so that the revocation lands in a call that already gathered records.
+		a := newConsumer(t, "rebalance", "rebalance", 200*time.Millisecond, 100)
 		defer a.Close()
 		// A owns all four partitions and has read some records, but committed nothing.
-		assembleUntil(t, ctx, a, func(recs []stream.Record) bool { return len(recs) > 0 }, 100)
+		assembleUntil(t, ctx, a, func(recs []stream.Record) bool { return len(recs) > 0 })
 		if len(a.Assigned()) != 4 {
 			t.Fatalf("first member owns %v, want 4 partitions", a.Assigned())
 		}
 		// B joins: cooperative-sticky moves two partitions to it while A is assembling its next batch. B collects
 		// until it has read each partition it owns to the end (1000 records each).
-		b := newConsumer(t, "rebalance", "rebalance")
+		b := newConsumer(t, "rebalance", "rebalance", 200*time.Millisecond, 10000)
 		defer b.Close()
 		bRecs := make(chan map[stream.TopicPartition][]int64, 1)
 		go func() {
 			got := map[stream.TopicPartition][]int64{}
 			deadline := time.Now().Add(2 * time.Minute)
 			for time.Now().Before(deadline) {
-				recs, err := b.Assemble(ctx, unlimited(b), 200*time.Millisecond, 10000)
+				recs, err := b.Assemble(ctx, unlimited(b))
 				if err != nil {
 					break
 				}
@@ -83,7 +84,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 		var last []stream.Record
 		deadline := time.Now().Add(time.Minute)
 		for len(a.Assigned()) != 2 && time.Now().Before(deadline) {
-			recs, err := a.Assemble(ctx, unlimited(a), 200*time.Millisecond, 100)
+			recs, err := a.Assemble(ctx, unlimited(a))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +112,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 	t.Run("PauseWithRecordsQueuedLosesNothing", func(t *testing.T) {
 		const perPartition = 3000
 		fill(t, "pause", 3, 3*perPartition)
-		c := newConsumer(t, "pause", "pause")
+		c := newConsumer(t, "pause", "pause", 100*time.Millisecond, 10000)
 		defer c.Close()
 		// A budget of 50 per partition against a prefetch of thousands: partitions are carried over and paused
 		// (at maxCarry) with records still queued in librdkafka, then resumed.
@@ -123,7 +124,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 			for _, tp := range c.Assigned() {
 				budgets[tp] = 50
 			}
-			recs, err := c.Assemble(ctx, budgets, 100*time.Millisecond, 10000)
+			recs, err := c.Assemble(ctx, budgets)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,10 +147,10 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 
 	t.Run("RewindAfterAbortRereadsFromTheCommittedOffsets", func(t *testing.T) {
 		fill(t, "rewind", 2, 2000)
-		c := newConsumer(t, "rewind", "rewind")
+		c := newConsumer(t, "rewind", "rewind", 200*time.Millisecond, 300)
 		defer c.Close()
 		// Batch 1 commits; batch 2 is read but its transaction "aborts": the rewind must hand batch 2 out again.
-		b1 := assembleUntil(t, ctx, c, func(recs []stream.Record) bool { return len(recs) == 300 }, 300)
+		b1 := assembleUntil(t, ctx, c, func(recs []stream.Record) bool { return len(recs) > 0 })
 		next := map[stream.TopicPartition]int64{}
 		for _, r := range b1 {
 			next[r.TopicPartition()] = max(next[r.TopicPartition()], r.Offset+1)
@@ -163,10 +164,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 		if err := c.CommitOffsets(map[stream.TopicPartition]int64{onlyOne: next[onlyOne]}); err != nil {
 			t.Fatal(err)
 		}
-		b2, err := c.Assemble(ctx, unlimited(c), 500*time.Millisecond, 300)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b2 := assembleUntil(t, ctx, c, func(recs []stream.Record) bool { return len(recs) > 0 })
 		if len(b2) == 0 {
 			t.Fatal("second batch empty")
 		}
@@ -176,7 +174,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 		again := map[stream.TopicPartition][]int64{}
 		deadline := time.Now().Add(time.Minute)
 		for (len(again[onlyOne]) == 0 || len(again) < 2) && time.Now().Before(deadline) {
-			recs, err := c.Assemble(ctx, unlimited(c), 200*time.Millisecond, 10000)
+			recs, err := c.Assemble(ctx, unlimited(c))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,8 +196,8 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 
 	t.Run("RecordsOutliveTheConsumer", func(t *testing.T) {
 		fill(t, "close", 1, 500)
-		c := newConsumer(t, "close", "close")
-		held := assembleUntil(t, ctx, c, func(recs []stream.Record) bool { return len(recs) == 500 }, 500)
+		c := newConsumer(t, "close", "close", 200*time.Millisecond, 10000)
+		held := assembleUntil(t, ctx, c, func(recs []stream.Record) bool { return len(recs) == 500 })
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +212,7 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 }
 
 // assembleUntil assembles (with unlimited budgets) until done says the records so far are enough.
-func assembleUntil(t *testing.T, ctx context.Context, c *Consumer, done func([]stream.Record) bool, maxRecords int) []stream.Record {
+func assembleUntil(t *testing.T, ctx context.Context, c *Consumer, done func([]stream.Record) bool) []stream.Record {
 	t.Helper()
 	var all []stream.Record
 	deadline := time.Now().Add(time.Minute)
@@ -222,7 +220,7 @@ func assembleUntil(t *testing.T, ctx context.Context, c *Consumer, done func([]s
 		if time.Now().After(deadline) {
 			t.Fatalf("after a minute: %d records", len(all))
 		}
-		recs, err := c.Assemble(ctx, unlimited(c), 200*time.Millisecond, maxRecords-len(all))
+		recs, err := c.Assemble(ctx, unlimited(c))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		// A batch may take an interval to assemble and a transaction timeout to commit; the member must not be
 		// thrown out of the group meanwhile, or its offsets are refused and the batch is redone.
 		MaxPollInterval: max(5*time.Minute, 2*cfg.TransactionTimeout+cfg.BatchInterval),
+		BatchInterval:   cfg.BatchInterval,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		Properties:      clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties),
 		Logger:          log,
@@ -141,8 +142,6 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 			AbortRatio:    cfg.TestAbortRatio,
 			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
 		},
-		Interval:           cfg.BatchInterval,
-		MaxRecords:         cfg.MaxBatchRecords,
 		AtLeastOnce:        !exactlyOnce,
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		TransactionTimeout: cfg.TransactionTimeout,

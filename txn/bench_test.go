@@ -29,8 +29,6 @@ func BenchmarkBatchIdentity(b *testing.B) {
 		Consumer:    &repeatConsumer{batch: in},
 		Producer:    discardProducer{},
 		OutputTopic: "out",
-		Interval:    time.Second,
-		MaxRecords:  batchSize,
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	l.defaults()
@@ -57,7 +55,8 @@ type repeatConsumer struct{ batch []stream.Record }
 
 func (c *repeatConsumer) Assigned() []stream.TopicPartition     { return nil }
 func (c *repeatConsumer) Lags() map[stream.TopicPartition]int64 { return nil }
-func (c *repeatConsumer) Assemble(context.Context, map[stream.TopicPartition]int64, time.Duration, int) ([]stream.Record, error) {
+func (c *repeatConsumer) Batching() (time.Duration, int)        { return time.Second, len(c.batch) }
+func (c *repeatConsumer) Assemble(context.Context, map[stream.TopicPartition]int64) ([]stream.Record, error) {
 	return c.batch, nil
 }
 func (c *repeatConsumer) Rewind(context.Context) error { return nil }

@@ -17,9 +17,11 @@ type Consumer interface {
 	Assigned() []stream.TopicPartition
 	// Lags returns the unprocessed records per assigned partition, -1 where not known yet.
 	Lags() map[stream.TopicPartition]int64
+	// Batching returns the batch limits Assemble works to: the batch interval and the most records in a batch.
+	Batching() (interval time.Duration, maxRecords int)
 	// Assemble polls one batch within the budgets; revoked partitions' records are dropped inside it, after the
 	// revoke barrier returned.
-	Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64, interval time.Duration, maxRecords int) ([]stream.Record, error)
+	Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64) ([]stream.Record, error)
 	// SetRevokeBarrier sets what a revocation or loss of partitions waits for inside Assemble before their
 	// records are dropped and the partitions go.
 	SetRevokeBarrier(wait func())
@@ -91,7 +93,7 @@ type Deduplicator interface {
 }
 
 // Unlimited is the Budgeter used without backpressure: every partition may fill the whole batch, and the batch
-// size cap (MaxRecords) is what shares a batch between partitions.
+// size cap (MaxRecords, the consumer's) is what shares a batch between partitions.
 type Unlimited struct{ MaxRecords int }
 
 // Budgets gives every partition the whole batch.

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/stream"
 )
 
@@ -17,13 +16,11 @@ type Loop struct {
 	Consumer  Consumer
 	Producer  Producer
 	Transform stream.Transform // nil: stream.Identity
-	Budgeter  Budgeter         // nil: Unlimited{MaxRecords}
+	Budgeter  Budgeter         // nil: Unlimited, up to the consumer's batch size
 	Dedupe    Deduplicator     // nil: no de-duplication
 
-	OutputTopic     string        // where outputs with no topic of their own go
-	DeadLetterTopic string        // where records the transform failed on go
-	Interval        time.Duration // 500ms
-	MaxRecords      int           // consume.DefaultMaxBatchRecords
+	OutputTopic     string // where outputs with no topic of their own go
+	DeadLetterTopic string // where records the transform failed on go
 	// AtLeastOnce replaces transactions by produce, flush, then commit offsets: a crash between the flush and
 	// the commit duplicates the batch. It is the baseline exactly_once is measured against.
 	AtLeastOnce bool
@@ -43,6 +40,10 @@ type Loop struct {
 
 	Metrics *Metrics     // nil: metrics on a private registry
 	Logger  *slog.Logger // nil: slog.Default()
+
+	// The consumer's batch limits (Consumer.Batching), configured there once.
+	interval   time.Duration
+	maxRecords int
 
 	lastBeat atomic.Int64
 	ready    atomic.Bool
@@ -180,14 +181,9 @@ func (l *Loop) defaults() {
 	if l.Transform == nil {
 		l.Transform = stream.Identity
 	}
-	if l.MaxRecords <= 0 {
-		l.MaxRecords = consume.DefaultMaxBatchRecords
-	}
+	l.interval, l.maxRecords = l.Consumer.Batching()
 	if l.Budgeter == nil {
-		l.Budgeter = Unlimited{MaxRecords: l.MaxRecords}
-	}
-	if l.Interval <= 0 {
-		l.Interval = 500 * time.Millisecond
+		l.Budgeter = Unlimited{MaxRecords: l.maxRecords}
 	}
 	if l.ShutdownTimeout <= 0 {
 		l.ShutdownTimeout = 30 * time.Second
@@ -217,9 +213,9 @@ func (l *Loop) defaults() {
 func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 	lags := l.Consumer.Lags()
 	l.Metrics.observeAssignment(lags)
-	budgets := l.Budgeter.Budgets(lags, l.Interval)
+	budgets := l.Budgeter.Budgets(lags, l.interval)
 	b := &batch{started: time.Now()}
-	in, err := l.Consumer.Assemble(ctx, budgets, l.Interval, l.MaxRecords)
+	in, err := l.Consumer.Assemble(ctx, budgets)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +274,7 @@ func (l *Loop) report(b *batch) {
 		Processing:      processing,
 		Duration:        b.ended.Sub(b.started),
 		SchedulingDelay: b.began.Sub(b.assembled) - b.preparation,
-		Interval:        l.Interval,
+		Interval:        l.interval,
 	})
 	dead := len(b.out) - b.outputs
 	l.Metrics.committed(len(b.in), b.outputs, dead, b.ended.Sub(b.started), b.ended.Sub(b.committing))

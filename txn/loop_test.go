@@ -58,7 +58,9 @@ func (c *fakeConsumer) settled() int {
 	return int(max(c.producer.commits.Load(), c.offsetCommits.Load()))
 }
 
-func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64, time.Duration, int) ([]stream.Record, error) {
+func (c *fakeConsumer) Batching() (time.Duration, int) { return time.Second, 1000 }
+
+func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64) ([]stream.Record, error) {
 	c.assembles++
 	if c.assembling != nil {
 		c.assembling(c.assembles)
