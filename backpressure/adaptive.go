@@ -33,6 +33,9 @@ const (
 	// model is a straight line, and a plant that is not (garbage collection, a larger transaction
 	// committing slower) has to show it at twice the size before it is trusted at ten times.
 	maxStep = 2.0
+	// probeStep is how much larger a batch is asked to be when batches at the partitions' floors take
+	// longer than the interval: enough spread to tell a fixed cost that fills the interval.
+	probeStep = 4.0
 )
 
 // Adaptive is the default Estimator. It fits the time of a batch as a fixed cost plus a cost per
@@ -55,6 +58,7 @@ type Adaptive struct {
 	overhead   float64 // seconds per batch
 	perRecord  float64 // seconds per record
 	noise      float64 // mean squared relative miss of the model's predictions
+	asked      float64 // records the last rate asked for in a batch, 0 after a probe or the cap
 }
 
 // Update implements Estimator. Unlike SparkPID it answers from the first batch.
@@ -81,37 +85,66 @@ func (a *Adaptive) Update(b BatchStats) (float64, bool) {
 		}
 	}
 	a.fit.add(n, p)
+	meanN, meanP := a.fit.mean()
 	if fixed, ok := a.fit.intercept(math.Sqrt(a.noise)); ok {
 		a.fixed, a.identified = fixed, true
+	} else if meanP >= interval && a.fit.flat(math.Sqrt(a.noise)) {
+		// Batches of different sizes take about the same time, and that time is the interval or more:
+		// the fixed cost alone fills the interval. Shrinking the batch would only lower the throughput.
+		a.fixed, a.identified = meanP, true
 	}
-	meanN, meanP := a.fit.mean()
+	overran := p >= interval
+	floored := a.asked > 0 && a.asked < (1-minSpread)*n
+	a.asked = 0
 
 	// The line goes through the recent batches. A fixed cost carried over a change is a guess.
 	// Near a full batch the capacity hardly depends on it; shrinking after a slow batch it errs
 	// on the safe side and is usually right (a slower transform leaves the commit as it was), so
 	// one batch re-measures the cost per record. Growing far beyond a fast batch, a guess too
 	// high would overshoot: there the model assumes no fixed cost until two sizes measure it.
+	utilization := a.Utilization
+	if utilization <= 0 || utilization > 1 {
+		utilization = defaultUtilization
+	}
+	minRate := a.MinRate
+	if minRate <= 0 {
+		minRate = defaultMinRate
+	}
+	if a.identified && a.fixed >= utilization*interval {
+		// No rate meets the interval: a batch yields the more records per second the larger it is,
+		// n/(c0 + c1*n), so the answer is the largest batch the loop takes (Spark's loop would just
+		// run late). The model keeps the measured fixed cost, so that a batch that is then much
+		// faster shows the fixed cost fell.
+		a.overhead = min(a.fixed, meanP)
+		a.perRecord = max(meanP-a.overhead, 0) / meanN
+		a.modelled = true
+		if b.MaxRecords > 0 {
+			return max(float64(b.MaxRecords)/interval, minRate), true
+		}
+		return max(maxStep*n/interval, minRate), true
+	}
+	if overran && floored && !a.identified {
+		// The batch overran the interval, and the per-partition floors kept it from shrinking as asked:
+		// batches of one size cannot tell a fixed cost from a cost per record, and shrinking cannot
+		// spread them. A larger one can: if it takes no longer, the fixed cost fills the interval.
+		return max(probeStep*n/interval, minRate), true
+	}
 	a.overhead = a.fixed
-	if !a.identified && meanP < nearFull*interval || a.overhead >= meanP {
+	if !a.identified && (meanP < nearFull*interval || a.overhead >= utilization*interval) || a.overhead >= meanP {
+		// A fixed cost carried over a change that is not confirmed yet is a guess; one at least as long
+		// as the interval would leave no capacity at all, so assume none until two sizes measure it.
 		a.overhead = 0
 	}
 	a.perRecord = (meanP - a.overhead) / meanN
 	a.modelled = true
 
-	utilization := a.Utilization
-	if utilization <= 0 || utilization > 1 {
-		utilization = defaultUtilization
-	}
 	capacity := (interval - a.overhead) / a.perRecord // records a batch of one interval holds
 	// The next batch starts this much behind its schedule.
 	late := max(0, b.SchedulingDelay.Seconds()+p-interval)
 	records := max(minDrainShare*capacity, min(utilization*capacity, capacity-late/drainBatches/a.perRecord))
-	rate := min(records/interval, maxStep*n/p)
-	minRate := a.MinRate
-	if minRate <= 0 {
-		minRate = defaultMinRate
-	}
-	return max(rate, minRate), true
+	rate := max(min(records/interval, maxStep*n/p), minRate)
+	a.asked = rate * interval
+	return rate, true
 }
 
 // Overhead is the fixed cost of a batch, in seconds, in the model in use.
@@ -132,6 +165,18 @@ func (f *costFit) add(n, p float64) {
 }
 
 func (f *costFit) mean() (n, p float64) { return f.n / f.w, f.p / f.w }
+
+// flat reports whether the batch sizes are spread enough to tell, and the time does not measurably grow
+// with the size: a cost that is all fixed.
+func (f *costFit) flat(noise float64) bool {
+	meanN, meanP := f.mean()
+	variance := f.nn/f.w - meanN*meanN
+	if variance < minSpread*minSpread*meanN*meanN {
+		return false
+	}
+	slope := (f.np/f.w - meanN*meanP) / variance
+	return slope*math.Sqrt(variance) < max(noiseMargin*noise, changeTolerance/2)*meanP
+}
 
 // intercept is the fixed cost of the fitted line when it means something: the batch sizes are
 // spread, and the time the slope puts between them stands out of the noise (the usual relative

@@ -5,18 +5,14 @@ import (
 	"time"
 )
 
-// DefaultRatePerPartition is the rate, in records/s per partition, before the first estimate when
-// Config.InitialRate is zero. An unlimited first batch over a large backlog would be one huge
-// transaction that may outlive transaction.timeout.ms; a small one costs Adaptive a batch or two.
-const DefaultRatePerPartition = 100.0
-
 // Config configures a Controller. Its zero value is safe: backpressure off, every budget
 // Unlimited.
 type Config struct {
 	// Enabled turns rate control on (spark.streaming.backpressure.enabled).
 	Enabled bool
 	// InitialRate is the total rate, in records/s, before the first estimate
-	// (spark.streaming.backpressure.initialRate). Zero means DefaultRatePerPartition per partition.
+	// (spark.streaming.backpressure.initialRate). Zero means none, as in Spark: the first batch takes
+	// what the loop's batch size allows, so a backlog is not throttled while nothing is measured.
 	InitialRate float64
 	// MinRatePerPartition floors every partition's rate (spark.streaming.kafka.minRatePerPartition).
 	// Zero means 1 record/s, so that a lagging partition never stalls.
@@ -78,12 +74,16 @@ func (c *Controller) Budgets(lags map[Partition]int64, interval time.Duration) m
 	c.mu.Lock()
 	if !c.estimated {
 		c.rate = c.initialRate
-		if c.rate == 0 {
-			c.rate = DefaultRatePerPartition * float64(len(lags))
-		}
 	}
 	total := c.rate
 	c.mu.Unlock()
+	if total == 0 {
+		// No initial rate and nothing measured yet.
+		for p := range lags {
+			budgets[p] = Unlimited
+		}
+		return budgets
+	}
 	for p, rate := range Split(total, lags, c.limits) {
 		budgets[p] = Budget(rate, interval, lags[p])
 	}
@@ -106,7 +106,7 @@ func (c *Controller) Observe(b BatchStats) {
 }
 
 // Rate is the total rate in force, in records/s, before the per-partition floors and caps: the
-// initial rate until the first estimate, zero when disabled.
+// initial rate until the first estimate (zero, unlimited, when none is set), zero when disabled.
 func (c *Controller) Rate() float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -33,16 +33,25 @@ func TestInitialRateAppliesBeforeTheFirstEstimate(t *testing.T) {
 	}
 }
 
-func TestDefaultInitialRateScalesWithPartitions(t *testing.T) {
+func TestWithoutAnInitialRateTheFirstBatchIsUnlimited(t *testing.T) {
 	c := NewController(Config{Enabled: true})
 	budgets := c.Budgets(lagsOf(backlog, backlog, backlog), time.Second)
 	for p, b := range budgets {
-		if b != DefaultRatePerPartition {
-			t.Errorf("budget of %v = %d, want %v", p, b, DefaultRatePerPartition)
+		if b != Unlimited {
+			t.Errorf("budget of %v before any estimate = %d, want Unlimited: a backlog must not be throttled unmeasured", p, b)
 		}
 	}
-	if got := c.Rate(); got != 3*DefaultRatePerPartition {
-		t.Errorf("Rate = %v, want %v", got, 3*DefaultRatePerPartition)
+	if len(budgets) != 3 {
+		t.Errorf("budgets for %d partitions, want 3", len(budgets))
+	}
+	c.Observe(batch(time.Second, 1000, 100*time.Millisecond, 0))
+	if c.Rate() == 0 {
+		t.Error("no rate after the first batch was measured")
+	}
+	for p, b := range c.Budgets(lagsOf(backlog, backlog, backlog), time.Second) {
+		if b == Unlimited {
+			t.Errorf("budget of %v still Unlimited after an estimate", p)
+		}
 	}
 }
 

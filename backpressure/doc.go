@@ -47,6 +47,13 @@
 //     stopping the pipeline (see the simulation test).
 //   - 2*n/p bounds growth by the throughput the plant has shown: the model is a line, and a
 //     plant that is not linear must show it at twice the size before it is trusted further.
+//   - When the fixed cost alone fills the interval (c0 >= 0.95*I: a broker still warming up, a slow
+//     coordinator), no rate meets the interval, and a batch yields the more records per second the
+//     larger it is: the rate is then the loop's batch cap over the interval (BatchStats.MaxRecords).
+//     The law above would shrink the batch towards nothing instead and hold the throughput far below
+//     what the loop reaches unthrottled. Batches of different sizes that take about the same time,
+//     at least the interval, show that regime; when batches held at the partitions' floors overrun
+//     the interval, one four times larger is asked for, to tell.
 //
 // A fit needs two batch sizes far enough apart (20%) that the time between them stands out of
 // the noise (3 times the usual miss); until then, and after the plant changes, c0 is the last
@@ -60,6 +67,7 @@
 // they catch up together, within a floor and a cap per partition
 // (spark.streaming.kafka.minRatePerPartition and maxRatePerPartition): the total floor grows with
 // the partition count, what a cap takes goes to the others, and a lagging partition never gets a
-// zero budget. Before the first estimate an initial rate applies
-// (spark.streaming.backpressure.initialRate); disabled, every budget is Unlimited.
+// zero budget. Before the first estimate an initial rate applies if one is set
+// (spark.streaming.backpressure.initialRate); without one, as in Spark, the first batch is not
+// limited (the loop's batch cap applies). Disabled, every budget is Unlimited.
 package backpressure

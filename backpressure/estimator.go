@@ -9,6 +9,7 @@ type BatchStats struct {
 	Processing      time.Duration // from the start of the batch to its commit
 	SchedulingDelay time.Duration // how late the batch started after its scheduled time
 	Interval        time.Duration // the batch interval the batch was scheduled with
+	MaxRecords      int64         // the most records the loop takes in one batch, 0 if unknown
 }
 
 // Estimator turns the history of batches into the total rate, in records per second, the processor

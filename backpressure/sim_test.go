@@ -46,7 +46,13 @@ type scenario struct {
 	interval time.Duration
 	initial  float64 // Config.InitialRate
 	maxRate  float64 // Config.MaxRatePerPartition
-	seed     uint64
+	// maxRecords is the loop's cap on a batch (PROCESSOR_MAX_BATCH_RECORDS), 0 for none.
+	maxRecords int64
+	// unscheduled runs the batches as the processor's loop does: each starts when the previous one ends
+	// (or at its time, if that is later), so an overrun delays the next batch only, instead of shifting a
+	// schedule that Spark's loop then has to catch up with.
+	unscheduled bool
+	seed        uint64
 	// drainsSlowerThanSpark marks a slowdown so deep that our gentle drain returns to the band
 	// later than Spark's crash to its floor; the test then wants a smaller dip instead.
 	drainsSlowerThanSpark bool
@@ -85,6 +91,9 @@ func simulate(t *testing.T, s scenario, est Estimator) [][]step {
 				}
 				records += min(b, lag)
 			}
+			if s.maxRecords > 0 {
+				records = min(records, s.maxRecords)
+			}
 			start := due
 			if end.After(due) {
 				start = end
@@ -96,8 +105,12 @@ func simulate(t *testing.T, s scenario, est Estimator) [][]step {
 				sustainable: ph.plant.sustainable(s.interval, len(ph.lags)),
 				delay:       start.Sub(due),
 			})
-			c.Observe(BatchStats{Time: end, Records: records, Processing: proc, SchedulingDelay: start.Sub(due), Interval: s.interval})
+			c.Observe(BatchStats{Time: end, Records: records, Processing: proc, SchedulingDelay: start.Sub(due),
+				Interval: s.interval, MaxRecords: s.maxRecords})
 			due = due.Add(s.interval)
+			if s.unscheduled && start.After(due.Add(-s.interval)) {
+				due = start.Add(s.interval)
+			}
 		}
 		phases = append(phases, steps)
 	}
@@ -247,4 +260,41 @@ func TestAdaptiveConvergesFasterThanSparkWithLessOvershoot(t *testing.T) {
 	}
 	t.Logf("Spark / ours: batches to stay within ±10%% of sustainable, largest excess over it, "+
 		"largest shortfall under it after a slowdown\n%s", summary.String())
+}
+
+// TestAdaptiveTakesTheLargestBatchWhenNoRateMeetsTheInterval: while the broker is slow (a commit of 120ms
+// against 100ms batches, as on a JVM still warming up) no rate meets the interval, and the throughput is
+// highest with the largest batch: from batches of 6 records (the collapse) the controller reaches the
+// loop's cap within 5 batches. When commits are fast again (20ms) it is back within 10% of the sustainable
+// rate within 5 batches. Spark's law, beside it, collapses to its floor.
+func TestAdaptiveTakesTheLargestBatchWhenNoRateMeetsTheInterval(t *testing.T) {
+	s := scenario{name: "commit slower than the interval, then fast", interval: 100 * time.Millisecond,
+		initial: 60, maxRecords: 20000, unscheduled: true, phases: []phase{
+			{15, plant{overhead: 0.12, perRecord: 5e-6}, lagsOf(backlog, backlog, backlog, backlog, backlog, backlog)},
+			{15, plant{overhead: 0.02, perRecord: 5e-6}, lagsOf(backlog, backlog, backlog, backlog, backlog, backlog)},
+		}}
+	spark := simulate(t, s, NewSparkPID())
+	ours := simulate(t, s, &Adaptive{})
+	var b strings.Builder
+	fmt.Fprintf(&b, "%5s %5s %10s %10s %11s\n", "phase", "batch", "spark", "ours", "sustainable")
+	for i := range ours {
+		for j := range ours[i] {
+			fmt.Fprintf(&b, "%5d %5d %10.0f %10.0f %11.0f\n", i+1, j+1, spark[i][j].rate, ours[i][j].rate, ours[i][j].sustainable)
+		}
+	}
+	t.Logf("%s (rates in records/s; the cap is %d records per batch, %.0f/s)\n%s", s.name, s.maxRecords,
+		float64(s.maxRecords)/s.interval.Seconds(), b.String())
+
+	capRate := 0.99 * float64(s.maxRecords) / s.interval.Seconds() // the budgets round per partition
+	slow := ours[0]
+	reached := len(slow) + 1
+	for i := len(slow) - 1; i >= 0 && slow[i].rate >= capRate; i-- {
+		reached = i + 1
+	}
+	if reached > 5 {
+		t.Errorf("slow commits: batches stay at the cap from batch %d on, want from batch 5 at the latest", reached)
+	}
+	if got := settling(ours[1]); got > 5 {
+		t.Errorf("fast commits again: within ±10%% of sustainable from batch %d on, want from batch 5 at the latest", got)
+	}
 }

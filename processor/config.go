@@ -68,7 +68,7 @@ type Config struct {
 	AuthFailureTimeout time.Duration `env:"AUTH_FAILURE_TIMEOUT" envDefault:"30s" help:"How long the brokers may keep refusing authentication or the TLS handshake, before the processor has ever got through, until it exits 1 saying what to check. It is also the shortest life of a misconfigured replica, so a supervisor restarting it cannot hammer the brokers."`
 
 	Backpressure            bool    `env:"BACKPRESSURE_ENABLED" envDefault:"true" help:"Rate-limit each input partition from the measured batch processing time, so a slow transform settles at the rate it sustains instead of stretching batches (Spark: spark.streaming.backpressure.enabled)."`
-	BackpressureInitialRate float64 `env:"BACKPRESSURE_INITIAL_RATE" defaultDoc:"100 per partition" help:"Total records/s before the first batch is measured (Spark: spark.streaming.backpressure.initialRate)."`
+	BackpressureInitialRate float64 `env:"BACKPRESSURE_INITIAL_RATE" defaultDoc:"none" help:"Total records/s before the first batch is measured (Spark: spark.streaming.backpressure.initialRate). None: the first batch takes up to MAX_BATCH_RECORDS, so a backlog is not throttled before anything is measured."`
 	BackpressureMinRate     float64 `env:"BACKPRESSURE_MIN_RATE_PER_PARTITION" envDefault:"1" help:"Records/s every lagging partition gets at least, so none starves (Spark: spark.streaming.kafka.minRatePerPartition)."`
 	BackpressureMaxRate     float64 `env:"BACKPRESSURE_MAX_RATE_PER_PARTITION" defaultDoc:"no cap" help:"Records/s no partition exceeds (Spark: spark.streaming.kafka.maxRatePerPartition)."`
 

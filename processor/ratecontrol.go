@@ -93,6 +93,7 @@ func (r *rateControl) Observe(s txn.BatchStats) {
 		Processing:      s.Processing,
 		SchedulingDelay: s.SchedulingDelay,
 		Interval:        s.Interval,
+		MaxRecords:      int64(s.MaxRecords),
 	})
 	r.processingRate.Set(r.c.ProcessingRate())
 	r.schedDelay.Set(s.SchedulingDelay.Seconds())

@@ -76,6 +76,8 @@ type BatchStats struct {
 	// delay the pipeline adds when transactions take longer than assembling.
 	SchedulingDelay time.Duration
 	Interval        time.Duration
+	// MaxRecords is the most records a batch may hold (the consumer's batch size).
+	MaxRecords int
 }
 
 // Deduplicator drops inputs whose identity was already seen (package dedupe). Its state changes travel as

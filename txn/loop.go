@@ -275,6 +275,7 @@ func (l *Loop) report(b *batch) {
 		Duration:        b.ended.Sub(b.started),
 		SchedulingDelay: b.began.Sub(b.assembled) - b.preparation,
 		Interval:        l.interval,
+		MaxRecords:      l.maxRecords,
 	})
 	dead := len(b.out) - b.outputs
 	l.Metrics.committed(len(b.in), b.outputs, dead, b.ended.Sub(b.started), b.ended.Sub(b.committing))
