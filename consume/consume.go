@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +101,13 @@ type Consumer struct {
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
+	// pausedHigh holds the high watermarks of paused partitions as their leaders last told them (guarded by
+	// mu): librdkafka's cached ones stop moving while a partition is not fetched, and a lag computed from them
+	// would stop growing too. Refreshed in the background (queries, lastQuery) at most once a second.
+	pausedHigh map[stream.TopicPartition]int64
+	querying   bool // guarded by mu
+	lastQuery  time.Time
+	queries    sync.WaitGroup
 
 	resets atomic.Uint64
 }
@@ -576,7 +585,9 @@ func (c *Consumer) Assigned() []stream.TopicPartition {
 }
 
 // Lags returns, for each assigned partition, the records not yet processed: the high watermark last seen by the
-// fetcher minus our position, plus records carried over. It asks no broker. -1 means not known yet (nothing
+// fetcher minus our position, plus records carried over. It asks no broker itself; a paused partition's high
+// watermark, which the fetcher no longer sees, comes from a query in the background (at most once a second),
+// so that its lag keeps growing while records arrive. -1 means not known yet (nothing
 // fetched since the assignment). Under read_committed a transactional input's commit markers occupy offsets, so
 // a caught-up partition can show a lag of 1.
 func (c *Consumer) Lags() map[stream.TopicPartition]int64 {
@@ -594,16 +605,54 @@ func (c *Consumer) Lags() map[stream.TopicPartition]int64 {
 	if err != nil {
 		return lags
 	}
+	c.mu.Lock()
+	queried := maps.Clone(c.pausedHigh)
+	c.mu.Unlock()
 	for _, p := range pos {
 		tp := tpOf(p)
 		_, high, err := c.k.Watermarks(tp)
 		if err != nil || high < 0 || p.Offset < 0 {
 			continue
 		}
+		if c.paused[tp] {
+			high = max(high, queried[tp])
+		}
 		lags[tp] = max(0, high-int64(p.Offset)) + int64(len(c.carry[tp]))
 	}
+	c.refreshPausedHighs()
 	return lags
 }
+
+// refreshPausedHighs asks the leaders of the paused partitions for their high watermarks, in the background and
+// at most once a second, for Lags.
+func (c *Consumer) refreshPausedHighs() {
+	if len(c.paused) == 0 || time.Since(c.lastQuery) < time.Second {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.querying {
+		return
+	}
+	c.querying, c.lastQuery = true, time.Now()
+	paused := slices.Collect(maps.Keys(c.paused))
+	c.queries.Add(1)
+	go func() {
+		defer c.queries.Done()
+		highs := make(map[stream.TopicPartition]int64, len(paused))
+		for _, tp := range paused {
+			if _, high, err := c.k.QueryWatermarks(tp, watermarkTimeout); err == nil {
+				highs[tp] = high
+			}
+		}
+		c.mu.Lock()
+		c.pausedHigh, c.querying = highs, false
+		c.mu.Unlock()
+	}()
+}
+
+// watermarkTimeout bounds one watermark query of a paused partition.
+const watermarkTimeout = 2 * time.Second
 
 // TakeRevoked returns the partitions revoked or lost since the last call. State kept per partition (the
 // de-duplication store) must be dropped for them: if one comes back, another member may have changed it since.
@@ -672,7 +721,10 @@ func (c *Consumer) CommitOffsets(offsets map[stream.TopicPartition]int64) error 
 // member by its session timeout as it would for a crash.
 func (c *Consumer) Close() error {
 	done := make(chan error, 1)
-	go func() { done <- c.k.Close() }()
+	go func() {
+		c.queries.Wait() // a watermark query still running uses the handle
+		done <- c.k.Close()
+	}()
 	select {
 	case err := <-done:
 		if err != nil {

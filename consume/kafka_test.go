@@ -145,6 +145,48 @@ func TestBatchConsumerOnKafka(t *testing.T) {
 		}
 	})
 
+	t.Run("PausedPartitionsLagKeepsGrowing", func(t *testing.T) {
+		fill(t, "stale", 2, 6000)
+		c := newConsumer(t, "stale", "stale", 100*time.Millisecond, 10000)
+		defer c.Close()
+		tp, other := stream.TopicPartition{Topic: "stale", Partition: 0}, stream.TopicPartition{Topic: "stale", Partition: 1}
+		// A budget of 1 per batch against thousands prefetched, while the other partition may take them all:
+		// the partition's records beyond its budget are carried over, and it is paused.
+		deadline := time.Now().Add(time.Minute)
+		for !c.paused[tp] && time.Now().Before(deadline) {
+			if _, err := c.Assemble(ctx, map[stream.TopicPartition]int64{tp: 1, other: 1 << 40}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !c.paused[tp] {
+			t.Fatal("the partition was never paused: the case under test did not happen")
+		}
+		before := c.Lags()[tp]
+		// 5,000 more records arrive while it is paused (not fetched): its lag must show them, or the rate
+		// controller gives it only the floor and it is not resumed in time.
+		p, err := kafkatest.NewProducer(ctx, bootstrap, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if err := p.Send(ctx, kafkatest.Records("stale", 1, 6000, 5000, 100), true); err != nil {
+			t.Fatal(err)
+		}
+		lag := before
+		for deadline := time.Now().Add(30 * time.Second); lag < before+5000 && time.Now().Before(deadline); {
+			if _, err := c.Assemble(ctx, map[stream.TopicPartition]int64{tp: 0, other: 0}); err != nil {
+				t.Fatal(err)
+			}
+			lag = c.Lags()[tp]
+		}
+		if lag < before+5000 {
+			t.Errorf("lag of the paused partition %d, was %d before 5000 more records arrived", lag, before)
+		}
+		if !c.paused[tp] {
+			t.Error("the partition was resumed without a budget")
+		}
+	})
+
 	t.Run("RewindAfterAbortRereadsFromTheCommittedOffsets", func(t *testing.T) {
 		fill(t, "rewind", 2, 2000)
 		c := newConsumer(t, "rewind", "rewind", 200*time.Millisecond, 300)

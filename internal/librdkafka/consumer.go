@@ -234,6 +234,18 @@ func (c *Consumer) Watermarks(tp stream.TopicPartition) (low, high int64, err er
 	return int64(l), int64(h), nil
 }
 
+// QueryWatermarks asks the partition's leader for its low and high watermarks, waiting up to timeout. Unlike
+// Watermarks it is current for a partition that is not being fetched (paused). Safe beside Consume.
+func (c *Consumer) QueryWatermarks(tp stream.TopicPartition, timeout time.Duration) (low, high int64, err error) {
+	topic := C.CString(tp.Topic)
+	defer C.free(unsafe.Pointer(topic))
+	var l, h C.int64_t
+	if err := codeError(C.rd_kafka_query_watermark_offsets(c.rk, topic, C.int32_t(tp.Partition), &l, &h, ms(int64(timeout)))); err != nil {
+		return 0, 0, err
+	}
+	return int64(l), int64(h), nil
+}
+
 // GroupMetadata is the member's group id, member id and generation, for SendOffsetsToTransaction.
 type GroupMetadata struct {
 	md *C.rd_kafka_consumer_group_metadata_t
