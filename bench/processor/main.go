@@ -179,13 +179,28 @@ func run(ctx context.Context, o options) error {
 	} else if err := b.profile(ctx, loads[0], peers[0]); err != nil {
 		return err
 	}
-	// Latency at half of each peer's median maximum, with 100-byte records.
+	// Latency at half of each peer's median maximum, with 100-byte records; the configurations users run with
+	// backpressure on (100 ms, and the default settings) under the load of the backpressure-off run at 100 ms.
+	// Every configuration once per repeat, in turn.
+	var latencyPeers []peer
 	for _, p := range peers {
-		if p.Name == peerDefaults || p.Guarantee == "at_least_once" {
+		if p.Guarantee == "at_least_once" || p.Name == peerDefaults {
 			continue
 		}
-		if err := b.latency(ctx, loads[0], p); err != nil {
-			return err
+		latencyPeers = append(latencyPeers, p)
+		if p.Name == peerProcessor && p.Interval == 100*time.Millisecond {
+			latencyPeers = append(latencyPeers,
+				peer{Name: peerBackpressure, Guarantee: p.Guarantee, Interval: p.Interval,
+					Env: map[string]string{"PROCESSOR_BACKPRESSURE_ENABLED": "true"}},
+				peer{Name: peerProcessor, Guarantee: p.Guarantee, Interval: defaultInterval},
+				peer{Name: peerDefaults, Guarantee: p.Guarantee})
+		}
+	}
+	for repeat := 1; repeat <= o.repeats; repeat++ {
+		for _, p := range latencyPeers {
+			if err := b.latency(ctx, loads[0], p, repeat); err != nil {
+				return err
+			}
 		}
 	}
 	res.Took = time.Since(began).Round(time.Second).String()

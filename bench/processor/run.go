@@ -16,6 +16,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/internal/procrun"
 )
 
@@ -47,8 +48,12 @@ type Latency struct {
 	Peer          string  `json:"peer"`
 	Guarantee     string  `json:"guarantee"`
 	BatchInterval string  `json:"batch_interval"`
-	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum of the same configuration
+	Repeat        int     `json:"repeat"`
+	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum (see latencyLoad)
 	Rate          float64 `json:"records_per_sec"`
+	// Sustained is the records that reached the output over the time from the generator's start to the last
+	// one's arrival: below Rate when the peer fell behind.
+	Sustained     float64 `json:"sustained_records_per_sec"`
 	Samples       int     `json:"samples"`
 	P50Ms         float64 `json:"p50_ms"`
 	P99Ms         float64 `json:"p99_ms"`
@@ -62,6 +67,10 @@ type Latency struct {
 
 const pollEvery = 200 * time.Millisecond
 
+// defaultInterval is the processor's default batch interval, which the default-settings run uses: the
+// backpressure-off run it is compared with has the same.
+const defaultInterval = consume.DefaultBatchInterval
+
 // peer is one configuration measured: the processor with the given settings, or the Kafka Streams copy
 // application.
 type peer struct {
@@ -72,9 +81,10 @@ type peer struct {
 }
 
 const (
-	peerProcessor = "processor"
-	peerDefaults  = "processor, default settings"
-	peerStreams   = "Kafka Streams exactly_once_v2"
+	peerProcessor    = "processor"
+	peerBackpressure = "processor, backpressure on"
+	peerDefaults     = "processor, default settings"
+	peerStreams      = "Kafka Streams exactly_once_v2"
 )
 
 // intervalName is how a peer's interval appears in the tables.
@@ -225,8 +235,18 @@ func (b *bench) profile(ctx context.Context, w workload, p peer) error {
 // send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
 // input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
 // the send time.
-func (b *bench) latency(ctx context.Context, w workload, p peer) error {
-	rate := b.res.median(w.name, p).RecordsPerSec / 2
+// latencyLoad is the peer whose median maximum sets a latency run's load: its own, but for the processor's
+// backpressure-on, default-settings and default-interval runs that of the backpressure-off run at 100 ms, so that
+// they are measured under the very load they are compared at.
+func latencyLoad(p peer) peer {
+	if p.Name == peerBackpressure || p.Name == peerDefaults || p.Name == peerProcessor && p.Interval == defaultInterval {
+		return peer{Name: peerProcessor, Guarantee: p.Guarantee, Interval: 100 * time.Millisecond}
+	}
+	return p
+}
+
+func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) error {
+	rate := b.res.median(w.name, latencyLoad(p)).RecordsPerSec / 2
 	in, out, group := b.nextName("bench-lat-in"), b.nextName("bench-lat-out"), b.nextName("bench-lat-group")
 	for _, t := range []string{in, out} {
 		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
@@ -239,7 +259,10 @@ func (b *bench) latency(ctx context.Context, w workload, p peer) error {
 		return err
 	}
 	defer proc.Kill()
-	for !ready(ctx, p, proc) {
+	// The processor gets its load from a cold start, as a user's would: the generator starts with the process,
+	// and the warm-up left out of the figures covers its start-up. Kafka Streams, whose start-up takes seconds
+	// longer, is measured once it runs.
+	for p.Name == peerStreams && !ready(ctx, p, proc) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -282,6 +305,7 @@ func (b *bench) latency(ctx context.Context, w workload, p peer) error {
 	}
 	l := reader.summary(genStart, b.opts.latencyWarmup)
 	l.Workload, l.Peer, l.Guarantee, l.BatchInterval, l.TargetRate = w.name, p.Name, p.Guarantee, p.intervalName(), rate
+	l.Repeat = repeat
 	l.Rate = float64(sent) / b.opts.latencyFor.Seconds()
 	l.CPUPerMillion, l.PeakRSSMB = cpu/float64(sent)*1e6, rss/mib
 	step("  %.0f records/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d samples after %s warm-up)",
@@ -424,6 +448,10 @@ func (r *latencyReader) summary(start time.Time, warmup time.Duration) Latency {
 	l := Latency{Samples: len(all), P50Ms: quantile(all, 0.5), P99Ms: quantile(all, 0.99), P999Ms: quantile(all, 0.999)}
 	if len(all) > 0 {
 		l.MaxMs = all[len(all)-1]
+	}
+	if n := len(r.samples); n > 0 {
+		last := time.Unix(0, r.samples[n-1][0])
+		l.Sustained = float64(n) / last.Sub(start).Seconds()
 	}
 	for _, sec := range slices.Sorted(maps.Keys(perSecond)) {
 		v := perSecond[sec]
