@@ -229,7 +229,7 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 }
 
 // land waits for the transaction in flight, if any, and accounts for it: on commit the de-duplication store,
-// the rate controller, the metrics and the debug log learn of it; on failure the inputs whose outputs the
+// the rate controller and the debug log learn of it; on failure the inputs whose outputs the
 // producer refused are remembered for the redo. It returns whether a transaction committed, and the
 // transaction's error (nil, *abortable, or fatal).
 func (l *Loop) land() (committed bool, err error) {
@@ -261,7 +261,8 @@ func (l *Loop) land() (committed bool, err error) {
 	return true, nil
 }
 
-// report tells the rate controller, the metrics and the debug log about a committed batch.
+// report tells the rate controller and the debug log about a committed batch (the metrics counted it when it
+// committed).
 func (l *Loop) report(b *batch) {
 	perPartition := make(map[stream.TopicPartition]int64, len(b.offsets))
 	for _, r := range b.in {
@@ -278,7 +279,6 @@ func (l *Loop) report(b *batch) {
 		MaxRecords:      l.maxRecords,
 	})
 	dead := len(b.out) - b.outputs
-	l.Metrics.committed(len(b.in), b.outputs, dead, b.ended.Sub(b.started), b.ended.Sub(b.committing))
 	if l.Logger.Enabled(context.Background(), slog.LevelDebug) { // the input ranges cost a pass over the batch
 		l.Logger.Debug("batch committed", "records_in", len(b.in), "records_out", b.outputs, "dead_lettered", dead,
 			"partitions", len(b.offsets), "input", inputRanges(b.in), "assembly", b.assembled.Sub(b.started),

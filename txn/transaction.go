@@ -65,6 +65,11 @@ func (l *Loop) awaitInFlight() {
 func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	err := l.transactSteps(work, settle, b)
 	b.ended = time.Now()
+	if err == nil {
+		// Counted here rather than when the loop lands the batch, up to an assembly later: a reader of the
+		// output must not see more records than the metrics.
+		l.Metrics.committed(len(b.in), b.outputs, len(b.out)-b.outputs, b.ended.Sub(b.started), b.ended.Sub(b.committing))
+	}
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {
 		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
