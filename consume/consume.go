@@ -1,8 +1,9 @@
-// Package consume owns the input side: consumer group membership (cooperative, static, read_committed),
-// micro-batch assembly under per-partition budgets with pause and resume, rewinding to the committed offsets
-// after an aborted transaction, and what the rest of the processor needs to know about the assignment (which
-// partitions, their lag, the group metadata that fences zombies). It knows nothing of transactions: offsets are
-// committed by whoever uses it.
+// Package consume owns the input side: consumer group membership (cooperative-sticky, read_committed; static only
+// when an instance id is given), micro-batch assembly under per-partition budgets with pause and resume,
+// rewinding to the committed offsets after an aborted transaction, and what the rest of the processor needs to
+// know about the assignment (which partitions, their lag, the group metadata that fences zombies). It knows
+// nothing of transactions: offsets are committed by whoever uses it, and a revocation waits for whatever barrier
+// that user sets.
 package consume
 
 import (

@@ -33,7 +33,7 @@ type Config struct {
 
 	AppID      string `env:"APP_ID" envDefault:"eosproc" help:"Application name (Kafka Streams: application.id). Prefixes the transactional.id and names the default group and dead-letter topic."`
 	GroupID    string `env:"GROUP_ID" defaultDoc:"value of APP_ID" help:"Consumer group; all replicas of one application share it."`
-	InstanceID string `env:"INSTANCE_ID" defaultDoc:"host name" help:"This replica's stable identity: transactional.id is <APP_ID>-<INSTANCE_ID> and group.instance.id is INSTANCE_ID. Stable across restarts (a restart fences its own zombie), unique among live replicas (a StatefulSet's pod name fits)."`
+	InstanceID string `env:"INSTANCE_ID" defaultDoc:"host name" help:"This replica's stable identity: transactional.id is <APP_ID>-<INSTANCE_ID> (and, with STATIC_MEMBERSHIP, group.instance.id is INSTANCE_ID). Stable across restarts (a restart fences its own zombie), unique among live replicas (a StatefulSet's pod name fits)."`
 
 	StaticMembership bool `env:"STATIC_MEMBERSHIP" envDefault:"false" help:"Join the group as a static member (group.instance.id = INSTANCE_ID), so a replica restarted within the session timeout gets its partitions back without a rebalance (KIP-345). Off by default: with librdkafka 2.11, after a group coordinator moves, a static member can be fenced by its own rejoin (librdkafka issue 3437; exit 1, the restart recovers), and a static member replaced while it owed a cooperative revocation left that partition unassigned for minutes in our fault tests. false: a rebalance per restart instead."`
 
