@@ -33,7 +33,10 @@ func TestBackpressureKeepsBatchesWithinInterval(t *testing.T) {
 		"PROCESSOR_TEST_COST_PER_RECORD": "100us",
 		"PROCESSOR_BATCH_INTERVAL":       interval.String(),
 		"PROCESSOR_MAX_BATCH_RECORDS":    "1000000",
-		"PROCESSOR_LOG_LEVEL":            "debug",
+		// Without an initial rate the first batch would take the whole backlog (nothing throttles an unmeasured
+		// loop but the batch cap, lifted here), leaving nothing to converge on.
+		"PROCESSOR_BACKPRESSURE_INITIAL_RATE": "1000",
+		"PROCESSOR_LOG_LEVEL":                 "debug",
 	})
 	f.waitCaughtUp(ctx)
 	peakRSS, err := peakRSSBytes(proc.PID())
