@@ -118,14 +118,16 @@ func peakRSSBytes(pid int) (int64, error) {
 // arriving at a fixed rate from the moment the processor starts against a broker that has just started (its
 // first transactions take longer than the interval). The controller must not throttle the loop below what it
 // can do: once the input stops, every record is out within the input's own duration, exactly once. (It used to
-// shrink batches to a record per partition while commits were slow, and the lag then grew without bound.)
+// shrink batches to a record per partition while commits were slow, and the lag then grew without bound: with
+// that controller 596,707 of the 600,000 records were still unprocessed at the deadline; now all are out 0.3 s
+// after the input stops.)
 func TestBackpressureKeepsUpWithAFixedRateFromAColdBroker(t *testing.T) {
 	f := newFixture(t, fixtureOptions{inputPartitions: 6, outputPartitions: 6})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const (
-		rate     = 20_000 // records/s
-		duration = 20 * time.Second
+		rate     = 40_000 // records/s, as in the run that found the collapse
+		duration = 15 * time.Second
 		tick     = 100 * time.Millisecond
 	)
 	f.start("cold", map[string]string{"PROCESSOR_BATCH_INTERVAL": "100ms", "PROCESSOR_LOG_LEVEL": "debug"})
