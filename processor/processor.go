@@ -138,6 +138,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Budgeter:        newRateControl(cfg, reg),
 		Dedupe:          dedupeStage,
 		MaxRecordBytes:  producer.MaxRecordBytes(),
+		Serial:          cfg.TestSerialLoop,
 		Faults: txn.Faults{
 			AbortRatio:    cfg.TestAbortRatio,
 			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),

@@ -37,6 +37,9 @@ type Loop struct {
 	MinBackoff time.Duration // 100ms
 	MaxBackoff time.Duration // 10s
 	Faults     Faults        // none
+	// Serial assembles a batch only once the previous transaction has settled: the loop before pipelining,
+	// kept so that benchmarks can measure what pipelining gains.
+	Serial bool
 
 	Metrics *Metrics     // nil: metrics on a private registry
 	Logger  *slog.Logger // nil: slog.Default()
@@ -214,6 +217,9 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 	lags := l.Consumer.Lags()
 	l.Metrics.observeAssignment(lags)
 	budgets := l.Budgeter.Budgets(lags, l.interval)
+	if l.Serial {
+		l.awaitInFlight()
+	}
 	b := &batch{started: time.Now()}
 	in, err := l.Consumer.Assemble(ctx, budgets)
 	if err != nil {

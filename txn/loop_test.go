@@ -779,3 +779,20 @@ func TestShutdownGivesUpARetriableCommitAfterTheTransactionTimeout(t *testing.T)
 		t.Errorf("calls %v: want the commit retried, then the transaction aborted", p.calls)
 	}
 }
+
+func TestSerialLoopAssemblesOnlyOnceTheTransactionSettled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel}
+	p := &fakeProducer{}
+	c.producer = p
+	var committedAtAssembly []int64
+	c.assembling = func(int) { committedAtAssembly = append(committedAtAssembly, p.commits.Load()) }
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", Serial: true}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 1, 2}; !slices.Equal(committedAtAssembly, want) {
+		t.Errorf("transactions committed when each assembly began = %v, want %v", committedAtAssembly, want)
+	}
+}

@@ -154,6 +154,9 @@ func run(ctx context.Context, o options) error {
 		{Name: peerProcessor, Guarantee: "exactly_once", Interval: time.Second},
 		{Name: peerProcessor, Guarantee: "at_least_once", Interval: time.Second},
 		{Name: peerDefaults, Guarantee: "exactly_once"},
+		// The loop without pipelining, to show what pipelining gains on this machine.
+		{Name: peerSerial, Guarantee: "exactly_once", Interval: 100 * time.Millisecond,
+			Env: map[string]string{"PROCESSOR_TEST_SERIAL_LOOP": "true"}},
 	}
 	if o.streams {
 		peers = append(peers,
@@ -187,11 +190,16 @@ func run(ctx context.Context, o options) error {
 		if p.Guarantee == "at_least_once" || p.Name == peerDefaults {
 			continue
 		}
+		if p.Name == peerSerial {
+			continue // appended beside the pipelined run at 100 ms
+		}
 		latencyPeers = append(latencyPeers, p)
 		if p.Name == peerProcessor && p.Interval == 100*time.Millisecond {
 			latencyPeers = append(latencyPeers,
 				peer{Name: peerBackpressure, Guarantee: p.Guarantee, Interval: p.Interval,
 					Env: map[string]string{"PROCESSOR_BACKPRESSURE_ENABLED": "true"}},
+				peer{Name: peerSerial, Guarantee: p.Guarantee, Interval: p.Interval,
+					Env: map[string]string{"PROCESSOR_TEST_SERIAL_LOOP": "true"}},
 				peer{Name: peerProcessor, Guarantee: p.Guarantee, Interval: defaultInterval},
 				peer{Name: peerDefaults, Guarantee: p.Guarantee})
 		}

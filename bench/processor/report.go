@@ -176,6 +176,11 @@ func (r *Results) computeRatios() {
 			v := eos.RecordsPerSec / alo.RecordsPerSec
 			target(fmt.Sprintf("records/s, exactly_once / at_least_once, %s, %s", workload, interval), v, ">= 0.95", v >= 0.95)
 		}
+		if serial := r.median(workload, peer{Name: peerSerial, Guarantee: "exactly_once", Interval: 100 * time.Millisecond}); serial.RecordsPerSec > 0 {
+			eos := r.median(workload, peer{Name: peerProcessor, Guarantee: "exactly_once", Interval: 100 * time.Millisecond})
+			v := eos.RecordsPerSec / serial.RecordsPerSec
+			target(fmt.Sprintf("records/s, pipelined / serial loop, %s, 100ms", workload), v, ">= 1.0", v >= 1.0)
+		}
 		def := r.median(workload, peer{Name: peerDefaults, Guarantee: "exactly_once"})
 		v := def.RecordsPerSec / best
 		target(fmt.Sprintf("records/s, default settings / best tuned exactly_once, %s", workload), v, ">= 0.9", v >= 0.9)
@@ -414,6 +419,8 @@ func shortPeer(name string) string {
 		return "defaults"
 	case peerBackpressure:
 		return "proc bp-on"
+	case peerSerial:
+		return "proc serial"
 	}
 	return "proc"
 }

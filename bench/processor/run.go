@@ -83,6 +83,7 @@ type peer struct {
 const (
 	peerProcessor    = "processor"
 	peerBackpressure = "processor, backpressure on"
+	peerSerial       = "processor, serial loop"
 	peerDefaults     = "processor, default settings"
 	peerStreams      = "Kafka Streams exactly_once_v2"
 )
@@ -239,7 +240,8 @@ func (b *bench) profile(ctx context.Context, w workload, p peer) error {
 // backpressure-on, default-settings and default-interval runs that of the backpressure-off run at 100 ms, so that
 // they are measured under the very load they are compared at.
 func latencyLoad(p peer) peer {
-	if p.Name == peerBackpressure || p.Name == peerDefaults || p.Name == peerProcessor && p.Interval == defaultInterval {
+	if p.Name == peerBackpressure || p.Name == peerDefaults || p.Name == peerSerial ||
+		p.Name == peerProcessor && p.Interval == defaultInterval {
 		return peer{Name: peerProcessor, Guarantee: p.Guarantee, Interval: 100 * time.Millisecond}
 	}
 	return p
