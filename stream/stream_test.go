@@ -44,3 +44,21 @@ func TestIdentityReplacesAnUpstreamSourceHeader(t *testing.T) {
 		t.Errorf("headers %+v: want h and one %s=mid/0/7", out[0].Headers, SourceHeader)
 	}
 }
+
+func TestIdentityOfARecordWithoutHeaders(t *testing.T) {
+	long := "a-topic-name-longer-than-thirty-one-bytes"
+	for _, topic := range []string{"in", long} {
+		in := Record{Topic: topic, Partition: 2147483647, Offset: 9223372036854775807, Key: []byte("k"), Value: []byte("v"),
+			Timestamp: time.Unix(100, 0)}
+		out, err := Identity(context.Background(), in)
+		if err != nil || len(out) != 1 {
+			t.Fatalf("Identity = %v, %v; want one record", out, err)
+		}
+		o := out[0]
+		want := topic + "/2147483647/9223372036854775807"
+		if string(o.Key) != "k" || string(o.Value) != "v" || len(o.Headers) != 1 || o.Headers[0].Key != SourceHeader ||
+			string(o.Headers[0].Value) != want {
+			t.Errorf("output %+v, want key k, value v and %s=%s", o, SourceHeader, want)
+		}
+	}
+}
