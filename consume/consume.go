@@ -113,6 +113,48 @@ type Consumer struct {
 	resets atomic.Uint64
 }
 
+// OwnedProperties are the librdkafka properties the consumer sets itself, each with why; Config.Properties must
+// not set them (or their aliases), and the processor refuses them in its configuration. A test keeps this list
+// and what New sets the same.
+var OwnedProperties = map[string]string{
+	"bootstrap.servers":                  "the brokers are configured on their own",
+	"metadata.broker.list":               "the brokers are configured on their own",
+	"group.id":                           "the group is configured on its own",
+	"group.instance.id":                  "static membership is configured on its own (the instance id)",
+	"partition.assignment.strategy":      "the processor relies on cooperative-sticky rebalancing",
+	"isolation.level":                    "exactly-once needs read_committed",
+	"enable.auto.commit":                 "offsets are committed with each transaction",
+	"enable.auto.offset.store":           "offsets are committed with each transaction",
+	"auto.offset.reset":                  "the reset policy is configured on its own",
+	"topic.metadata.refresh.interval.ms": "partitions added to an input topic must be noticed within 5 s",
+	"max.poll.interval.ms":               "derived from the transaction timeout and batch interval",
+}
+
+// ownedProperties are the values of the OwnedProperties that New sets for cfg.
+func ownedProperties(cfg Config, reset string, maxPoll time.Duration) map[string]string {
+	owned := map[string]string{
+		"bootstrap.servers": cfg.Brokers,
+		"group.id":          cfg.GroupID,
+		// Cooperative rebalancing revokes only the partitions that move, so the other partitions' batches go on.
+		"partition.assignment.strategy": "cooperative-sticky",
+		// Exactly-once downstream of a transactional producer: never read records of open or aborted transactions.
+		"isolation.level": "read_committed",
+		// Offsets are committed only through the producer's transaction (or, at_least_once, after a flush);
+		// librdkafka committing or storing positions by itself would commit records that were never produced.
+		"enable.auto.commit":       "false",
+		"enable.auto.offset.store": "false",
+		"auto.offset.reset":        reset,
+		// Partitions added to an input topic are noticed within this interval; they have no committed offset,
+		// so with "earliest" they start at their first record and nothing written before we noticed is lost.
+		"topic.metadata.refresh.interval.ms": "5000",
+		"max.poll.interval.ms":               strconv.FormatInt(maxPoll.Milliseconds(), 10),
+	}
+	if cfg.InstanceID != "" {
+		owned["group.instance.id"] = cfg.InstanceID
+	}
+	return owned
+}
+
 // New creates the consumer and subscribes it to the topics; partitions arrive through the rebalance callback
 // during Assemble.
 func New(cfg Config) (*Consumer, error) {
@@ -134,26 +176,7 @@ func New(cfg Config) (*Consumer, error) {
 	if maxPoll <= 0 {
 		maxPoll = 5 * time.Minute
 	}
-	owned := map[string]string{
-		"bootstrap.servers": cfg.Brokers,
-		"group.id":          cfg.GroupID,
-		// Cooperative rebalancing revokes only the partitions that move, so the other partitions' batches go on.
-		"partition.assignment.strategy": "cooperative-sticky",
-		// Exactly-once downstream of a transactional producer: never read records of open or aborted transactions.
-		"isolation.level": "read_committed",
-		// Offsets are committed only through the producer's transaction (or, at_least_once, after a flush);
-		// librdkafka committing or storing positions by itself would commit records that were never produced.
-		"enable.auto.commit":       "false",
-		"enable.auto.offset.store": "false",
-		"auto.offset.reset":        reset,
-		// Partitions added to an input topic are noticed within this interval; they have no committed offset,
-		// so with "earliest" they start at their first record and nothing written before we noticed is lost.
-		"topic.metadata.refresh.interval.ms": "5000",
-		"max.poll.interval.ms":               strconv.FormatInt(maxPoll.Milliseconds(), 10),
-	}
-	if cfg.InstanceID != "" {
-		owned["group.instance.id"] = cfg.InstanceID
-	}
+	owned := ownedProperties(cfg, reset, maxPoll)
 	props := map[string]string{
 		// Prefetch, sized from the batch: librdkafka fetches a partition again while it holds fewer than
 		// queued.min.messages of its records (librdkafka's default, 100,000 per partition, is many batches of
@@ -177,7 +200,7 @@ func New(cfg Config) (*Consumer, error) {
 	for k, v := range cfg.Properties {
 		props[k] = v
 	}
-	all, err := rdkafka.Properties(owned, props)
+	all, err := rdkafka.Properties(owned, OwnedProperties, props)
 	if err != nil {
 		return nil, fmt.Errorf("configure consumer: %w", err)
 	}

@@ -122,3 +122,26 @@ func TestRecordsOfAPartitionRevokedDuringTheCallAreDroppedEvenIfItCameBack(t *te
 		t.Error("a dropped record set where a rewind of in/0 would go")
 	}
 }
+
+func TestOwnedPropertiesListWhatNewSets(t *testing.T) {
+	set := ownedProperties(Config{Brokers: "b:9092", GroupID: "g", InstanceID: "i"}, "earliest", time.Minute)
+	aliases := map[string]bool{"metadata.broker.list": true}
+	for k := range set {
+		if _, ok := OwnedProperties[k]; !ok {
+			t.Errorf("New sets %q, which OwnedProperties does not list: the processor would let a user set it too", k)
+		}
+	}
+	for k := range OwnedProperties {
+		if _, ok := set[k]; !ok && !aliases[k] {
+			t.Errorf("OwnedProperties lists %q, which New does not set", k)
+		}
+	}
+}
+
+func TestAnAliasOfAnOwnedPropertyIsRefused(t *testing.T) {
+	_, err := New(Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"},
+		Properties: map[string]string{"metadata.broker.list": "elsewhere:9092"}})
+	if err == nil || !strings.Contains(err.Error(), `"metadata.broker.list"`) {
+		t.Errorf("New = %v, want a refusal naming metadata.broker.list", err)
+	}
+}

@@ -1,11 +1,14 @@
 package processor
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
+	"net"
 	"os"
 	"reflect"
 	"slices"
@@ -16,7 +19,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
+	"github.com/eosproc/eosproc/produce"
 )
 
 // EnvPrefix starts every variable the processor reads.
@@ -119,26 +124,48 @@ func (p *Properties) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// protected are the librdkafka properties the processor sets itself, with what to do instead. Letting a user
-// override them would silently void a guarantee (isolation.level=read_uncommitted reads aborted outputs,
+// insteadOf says, for librdkafka properties the clients own, which variable sets them instead; the other owned
+// properties are refused with their package's reason (consume.OwnedProperties, produce.OwnedProperties). Letting
+// a user override them would silently void a guarantee (isolation.level=read_uncommitted reads aborted outputs,
 // enable.auto.commit commits unproduced records, ...).
-var protected = map[string]string{
-	"bootstrap.servers":             "set PROCESSOR_BROKERS",
-	"metadata.broker.list":          "set PROCESSOR_BROKERS",
-	"group.id":                      "set PROCESSOR_GROUP_ID",
-	"group.instance.id":             "set PROCESSOR_INSTANCE_ID",
-	"transactional.id":              "set PROCESSOR_APP_ID and PROCESSOR_INSTANCE_ID",
-	"transaction.timeout.ms":        "set PROCESSOR_TRANSACTION_TIMEOUT",
-	"auto.offset.reset":             "set PROCESSOR_AUTO_OFFSET_RESET",
-	"isolation.level":               "exactly-once needs read_committed",
-	"enable.auto.commit":            "offsets are committed with each transaction",
-	"enable.auto.offset.store":      "offsets are committed with each transaction",
-	"enable.idempotence":            "transactions need the idempotent producer",
-	"acks":                          "the idempotent producer needs acks=all",
-	"request.required.acks":         "the idempotent producer needs acks=all",
-	"partition.assignment.strategy": "the processor relies on cooperative-sticky rebalancing",
-	"max.poll.interval.ms":          "derived from PROCESSOR_TRANSACTION_TIMEOUT",
-	"go.delivery.report.fields":     "the processor reads delivery reports itself",
+var insteadOf = map[string]string{
+	"bootstrap.servers":      "set PROCESSOR_BROKERS",
+	"metadata.broker.list":   "set PROCESSOR_BROKERS",
+	"group.id":               "set PROCESSOR_GROUP_ID",
+	"group.instance.id":      "set PROCESSOR_INSTANCE_ID and PROCESSOR_STATIC_MEMBERSHIP",
+	"transactional.id":       "set PROCESSOR_APP_ID and PROCESSOR_INSTANCE_ID",
+	"transaction.timeout.ms": "set PROCESSOR_TRANSACTION_TIMEOUT",
+	"auto.offset.reset":      "set PROCESSOR_AUTO_OFFSET_RESET",
+	"max.poll.interval.ms":   "derived from PROCESSOR_TRANSACTION_TIMEOUT and PROCESSOR_BATCH_INTERVAL",
+}
+
+// ownedBy returns why a property in the variable key (KAFKA_PROPERTIES, CONSUMER_PROPERTIES or
+// PRODUCER_PROPERTIES) cannot be set, or "" if it can. The producer's delivery timeout is the one owned property
+// the configuration may set: the processor reads it and hands it to the producer itself.
+func ownedBy(key, property string) string {
+	if property == "message.timeout.ms" || property == "delivery.timeout.ms" {
+		if key == "CONSUMER_PROPERTIES" {
+			return "it is a producer property; set it in PROCESSOR_PRODUCER_PROPERTIES"
+		}
+		return ""
+	}
+	if strings.HasPrefix(property, "go.") {
+		return "the processor configures the Go client itself"
+	}
+	why, ok := "", false
+	if key != "PRODUCER_PROPERTIES" {
+		why, ok = consume.OwnedProperties[property]
+	}
+	if !ok && key != "CONSUMER_PROPERTIES" {
+		why, ok = produce.OwnedProperties[property]
+	}
+	if !ok {
+		return ""
+	}
+	if hint, ok := insteadOf[property]; ok {
+		return hint
+	}
+	return why
 }
 
 // ConfigError is an invalid or missing configuration value: the binary exits with code 2 on it.
@@ -165,30 +192,44 @@ func LoadConfig(environ []string) (Config, error) {
 		}
 	}
 	var cfg Config
+	unparsed := map[string]bool{} // variables whose value did not parse: reported once, not again as zero
 	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: EnvPrefix, Environment: vars}); err != nil {
-		problems = append(problems, parseProblems(err, vars)...)
+		problems = append(problems, parseProblems(err, vars, unparsed)...)
 	}
 	// resolve gives zero fields their defaults, which suits a Config built in Go; a variable set to zero is a
 	// mistake to report, not a request for the default.
 	for _, f := range fields() {
 		name := EnvPrefix + f.key
 		numeric := f.typ.Kind() == reflect.Int || f.typ.Kind() == reflect.Int64 || f.typ.Kind() == reflect.Float64
-		if v, set := vars[name]; set && numeric && reflect.ValueOf(cfg).FieldByName(f.name).IsZero() {
+		if v, set := vars[name]; set && numeric && !unparsed[name] && reflect.ValueOf(cfg).FieldByName(f.name).IsZero() {
 			problems = append(problems, fmt.Sprintf("%s=%q: must be above zero (unset it for the default)", name, v))
 		}
 	}
-	if len(problems) > 0 {
-		return cfg, &ConfigError{Problems: problems}
-	}
+	// The other checks run even when some values did not parse, so that every problem is reported at once; what
+	// they say about a variable already reported is left out (its value there is a default, not the user's).
 	if err := cfg.resolve(); err != nil {
-		return cfg, err
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			return cfg, err
+		}
+		for _, p := range ce.Problems {
+			name, _, _ := strings.Cut(p, ":")
+			name, _, _ = strings.Cut(name, "=")
+			if !unparsed[name] {
+				problems = append(problems, p)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return cfg, &ConfigError{Problems: slices.Compact(problems)}
 	}
 	return cfg, nil
 }
 
 // parseProblems rewrites the env library's errors, which name Go fields, into messages naming the variable, its
 // value and an example of a valid one.
-func parseProblems(err error, vars map[string]string) []string {
+func parseProblems(err error, vars map[string]string, unparsed map[string]bool) []string {
 	byField := map[string]field{}
 	for _, f := range fields() {
 		byField[f.name] = f
@@ -218,6 +259,7 @@ func parseProblems(err error, vars map[string]string) []string {
 		case reflect.TypeFor[bool]():
 			what = "not true or false"
 		}
+		unparsed[name] = true
 		value := vars[name]
 		if f.typ == reflect.TypeFor[Secret]() || looksSecret(value) {
 			value = redacted
@@ -264,15 +306,55 @@ func (c *Config) validate() error {
 	var p []string
 	bad := func(key, format string, args ...any) { p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...)) }
 
-	if strings.TrimSpace(c.Brokers) == "" {
+	if brokers := splitList(c.Brokers); len(brokers) == 0 {
 		bad("BROKERS", "not set; set it to the Kafka bootstrap servers, e.g. localhost:9092")
+	} else {
+		for _, b := range brokers {
+			if err := checkHostPort(b, false); err != nil {
+				bad("BROKERS", "%q: %v; write host:port[,host:port...], e.g. kafka-0:9092,kafka-1:9092", b, err)
+			}
+		}
 	}
 	c.InputTopics = slices.DeleteFunc(c.InputTopics, func(t string) bool { return strings.TrimSpace(t) == "" })
 	if len(c.InputTopics) == 0 {
 		bad("INPUT_TOPICS", "not set; set it to the comma-separated topics to read, e.g. orders,payments")
 	}
+	for _, t := range c.InputTopics {
+		if strings.HasPrefix(t, "^") {
+			bad("INPUT_TOPICS", "%q: regular-expression subscriptions are not supported (the output and dead-letter topics must be checked against every input); list the topics", t)
+		} else if err := checkTopicName(t); err != nil {
+			bad("INPUT_TOPICS", "%q: %v", t, err)
+		}
+	}
 	if c.OutputTopic == "" {
 		bad("OUTPUT_TOPIC", "not set; set it to the topic outputs go to")
+	} else if err := checkTopicName(c.OutputTopic); err != nil {
+		bad("OUTPUT_TOPIC", "%q: %v", c.OutputTopic, err)
+	}
+	if err := checkTopicName(c.DeadLetterTopic); err != nil {
+		key := "DEAD_LETTER_TOPIC"
+		if c.DeadLetterTopic == c.AppID+"-dlq" {
+			key = "APP_ID" // the default dead-letter topic is derived from it
+		}
+		bad(key, "%q: the dead-letter topic %q is not a valid topic name: %v", cmp.Or(c.AppID, c.DeadLetterTopic), c.DeadLetterTopic, err)
+	}
+	for _, t := range c.RouteTopics {
+		if err := checkTopicName(t); err != nil {
+			bad("ROUTE_TOPICS", "%q: %v", t, err)
+		}
+	}
+	if err := checkHostPort(c.HTTPAddr, true); err != nil {
+		bad("HTTP_ADDR", "%q: %v; write [host]:port, e.g. :8080 or 127.0.0.1:8080", c.HTTPAddr, err)
+	}
+	if c.DedupeWindow <= 0 {
+		bad("DEDUPE_WINDOW", "%s: must be positive", c.DedupeWindow)
+	}
+	if c.DedupeMaxEntries <= 0 {
+		bad("DEDUPE_MAX_ENTRIES", "%d: must be at least 1", c.DedupeMaxEntries)
+	}
+	// max.poll.interval.ms, derived as 2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL, has librdkafka's limit of 24 hours.
+	if 2*c.TransactionTimeout+c.BatchInterval > 24*time.Hour {
+		bad("TRANSACTION_TIMEOUT", "%s: too long; the consumer's max.poll.interval.ms (2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL) must stay within 24h, and brokers allow at most transaction.max.timeout.ms (15m by default)", c.TransactionTimeout)
 	}
 	if slices.Contains(c.InputTopics, c.OutputTopic) {
 		bad("OUTPUT_TOPIC", "%q is also an input topic; the processor would read its own output forever", c.OutputTopic)
@@ -282,6 +364,8 @@ func (c *Config) validate() error {
 	}
 	if c.AppID == "" || strings.ContainsAny(c.AppID, " \t") {
 		bad("APP_ID", "%q: must be non-empty and without spaces", c.AppID)
+	} else if err := checkTopicName(c.AppID + "-dedupe-x"); err != nil {
+		bad("APP_ID", "%q: it names topics (<APP_ID>-dlq, <APP_ID>-dedupe-<input>), so it must be a valid topic name: %v", c.AppID, err)
 	}
 	if strings.ContainsAny(c.InstanceID, " \t") {
 		bad("INSTANCE_ID", "%q: must not contain spaces", c.InstanceID)
@@ -296,8 +380,8 @@ func (c *Config) validate() error {
 	}
 	for key, rate := range map[string]float64{"BACKPRESSURE_INITIAL_RATE": c.BackpressureInitialRate,
 		"BACKPRESSURE_MIN_RATE_PER_PARTITION": c.BackpressureMinRate, "BACKPRESSURE_MAX_RATE_PER_PARTITION": c.BackpressureMaxRate} {
-		if rate < 0 {
-			bad(key, "%g: must not be negative (records per second)", rate)
+		if rate < 0 || math.IsNaN(rate) || math.IsInf(rate, 0) {
+			bad(key, "%g: must be a number of records per second, not negative", rate)
 		}
 	}
 	if c.BackpressureMaxRate > 0 && c.BackpressureMaxRate < c.BackpressureMinRate {
@@ -309,7 +393,7 @@ func (c *Config) validate() error {
 		}
 	}
 	p = append(p, c.stageProblems()...)
-	if c.TestAbortRatio < 0 || c.TestAbortRatio >= 1 {
+	if !(c.TestAbortRatio >= 0 && c.TestAbortRatio < 1) { // NaN too
 		bad("TEST_ABORT_RATIO", "%g: must be at least 0 and below 1", c.TestAbortRatio)
 	}
 	if c.TestCostPerRecord < 0 {
@@ -335,10 +419,8 @@ func (c *Config) validate() error {
 	}
 	for key, props := range map[string]Properties{"KAFKA_PROPERTIES": c.KafkaProperties, "CONSUMER_PROPERTIES": c.ConsumerProperties, "PRODUCER_PROPERTIES": c.ProducerProperties} {
 		for _, k := range slices.Sorted(maps.Keys(props)) {
-			if hint, ok := protected[k]; ok {
-				bad(key, "%q cannot be set here: %s", k, hint)
-			} else if strings.HasPrefix(k, "go.") {
-				bad(key, "%q cannot be set here: the processor configures the Go client itself", k)
+			if why := ownedBy(key, k); why != "" {
+				bad(key, "%q cannot be set here: %s", k, why)
 			}
 		}
 	}
@@ -351,6 +433,51 @@ func (c *Config) validate() error {
 	if len(p) > 0 {
 		slices.Sort(p)
 		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list and drops empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkHostPort checks a host:port; emptyHost allows ":port" (every interface).
+func checkHostPort(hp string, emptyHost bool) error {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return errors.New("not host:port")
+	}
+	if host == "" && !emptyHost {
+		return errors.New("no host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// checkTopicName applies Kafka's rule for topic names: 1 to 249 of the characters a-z, A-Z, 0-9, '.', '_' and
+// '-', and neither "." nor "..".
+func checkTopicName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty topic name")
+	case name == "." || name == "..":
+		return errors.New(`"." and ".." are not topic names`)
+	case len(name) > 249:
+		return fmt.Errorf("%d characters, Kafka allows 249 in a topic name", len(name))
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%q is not allowed in a topic name (a-z, A-Z, 0-9, '.', '_', '-')", r)
+		}
 	}
 	return nil
 }
@@ -407,7 +534,7 @@ func clientProperties(layers ...Properties) map[string]string {
 }
 
 // secretMarkers flag property keys whose values must never be logged.
-var secretMarkers = []string{"password", "secret", "sasl.jaas", "key.pem", "keystore", "token", "credential", "private"}
+var secretMarkers = []string{"password", "secret", "sasl.jaas", "sasl.oauthbearer.config", "key.pem", "keystore", "token", "credential", "private"}
 
 // LogValue is the configuration as logged at start: JSON-friendly, with secret property values redacted.
 func (c Config) LogValue() map[string]any {

@@ -2,7 +2,10 @@ package processor
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -85,6 +88,25 @@ func TestBadConfigNamesTheVariable(t *testing.T) {
 		{"bad log level", []string{"PROCESSOR_LOG_LEVEL=loud"}, `PROCESSOR_LOG_LEVEL: "loud"`},
 		{"negative test cost", []string{"PROCESSOR_TEST_COST_PER_RECORD=-1s"}, "PROCESSOR_TEST_COST_PER_RECORD: -1s: must not be negative"},
 		{"sub-second transaction timeout", []string{"PROCESSOR_TRANSACTION_TIMEOUT=500ms", "PROCESSOR_BATCH_INTERVAL=100ms"}, "PROCESSOR_TRANSACTION_TIMEOUT: 500ms: must be whole milliseconds and at least 1s"},
+		// What the producer owns is refused here, naming the variable, not when the client is created.
+		{"producer's linger owned", []string{"PROCESSOR_PRODUCER_PROPERTIES=linger.ms=50"}, `PROCESSOR_PRODUCER_PROPERTIES: "linger.ms" cannot be set here`},
+		{"alias of an owned property", []string{"PROCESSOR_KAFKA_PROPERTIES=metadata.broker.list=x:1"}, `PROCESSOR_KAFKA_PROPERTIES: "metadata.broker.list" cannot be set here: set PROCESSOR_BROKERS`},
+		{"producer timeout in consumer properties", []string{"PROCESSOR_CONSUMER_PROPERTIES=message.timeout.ms=1000"}, `PROCESSOR_CONSUMER_PROPERTIES: "message.timeout.ms" cannot be set here: it is a producer property`},
+		{"transaction timeout beyond the consumer's limit", []string{"PROCESSOR_TRANSACTION_TIMEOUT=13h"}, "PROCESSOR_TRANSACTION_TIMEOUT: 13h0m0s: too long"},
+		{"http address", []string{"PROCESSOR_HTTP_ADDR=notanaddr"}, `PROCESSOR_HTTP_ADDR: "notanaddr": not host:port`},
+		{"http port", []string{"PROCESSOR_HTTP_ADDR=:http"}, `PROCESSOR_HTTP_ADDR: ":http": port "http" is not a number`},
+		{"negative dedupe window", []string{"PROCESSOR_DEDUPE_WINDOW=-1h"}, "PROCESSOR_DEDUPE_WINDOW: -1h0m0s: must be positive"},
+		{"negative dedupe entries", []string{"PROCESSOR_DEDUPE_MAX_ENTRIES=-5"}, "PROCESSOR_DEDUPE_MAX_ENTRIES: -5: must be at least 1"},
+		{"rate not a number", []string{"PROCESSOR_BACKPRESSURE_INITIAL_RATE=NaN"}, "PROCESSOR_BACKPRESSURE_INITIAL_RATE: NaN: must be a number"},
+		{"infinite rate", []string{"PROCESSOR_BACKPRESSURE_MAX_RATE_PER_PARTITION=+Inf"}, "PROCESSOR_BACKPRESSURE_MAX_RATE_PER_PARTITION: +Inf: must be a number"},
+		{"brokers without a broker", []string{"PROCESSOR_BROKERS= , "}, "PROCESSOR_BROKERS: not set"},
+		{"broker without a port", []string{"PROCESSOR_BROKERS=kafka-0:9092,kafka-1"}, `PROCESSOR_BROKERS: "kafka-1": not host:port`},
+		{"output topic with a space", []string{"PROCESSOR_OUTPUT_TOPIC=out put"}, `PROCESSOR_OUTPUT_TOPIC: "out put": ' ' is not allowed in a topic name`},
+		{"input topic too long", []string{"PROCESSOR_INPUT_TOPICS=" + strings.Repeat("t", 250)}, "249 in a topic name"},
+		{"app id naming invalid topics", []string{"PROCESSOR_APP_ID=my/app#1"}, `PROCESSOR_APP_ID: "my/app#1": it names topics`},
+		{"regular-expression input", []string{"PROCESSOR_INPUT_TOPICS=^orders.*", "PROCESSOR_OUTPUT_TOPIC=orders-out"}, `PROCESSOR_INPUT_TOPICS: "^orders.*": regular-expression subscriptions are not supported`},
+		{"route topic invalid", []string{"PROCESSOR_ROUTE_TOPICS=a b"}, `PROCESSOR_ROUTE_TOPICS: "a b"`},
+		{"batch size beyond a whole number", []string{"PROCESSOR_MAX_BATCH_RECORDS=1000000000000000000000"}, `PROCESSOR_MAX_BATCH_RECORDS="1000000000000000000000": not a whole number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,5 +220,53 @@ func TestStaticMembershipSetsTheGroupInstanceID(t *testing.T) {
 		if got := groupInstanceID(cfg); got != tt.want {
 			t.Errorf("%s: group.instance.id %q, want %q", tt.env, got, tt.want)
 		}
+	}
+}
+
+func TestEveryProblemIsReportedOnceAndAtOnce(t *testing.T) {
+	_, err := LoadConfig(with(minimal, "PROCESSOR_KAFKA_PROPERTIES=linger.ms", "PROCESSOR_MAX_BATCH_RECORDS=1000000000000000000000",
+		"PROCESSOR_HTTP_ADDR=notanaddr", "PROCESSOR_OUTPUT_TOPIC=out put"))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want a *ConfigError", err)
+	}
+	for _, want := range []string{"PROCESSOR_KAFKA_PROPERTIES=", "PROCESSOR_MAX_BATCH_RECORDS=", "PROCESSOR_HTTP_ADDR:", "PROCESSOR_OUTPUT_TOPIC:"} {
+		n := 0
+		for _, p := range ce.Problems {
+			if strings.HasPrefix(p, want) || strings.HasPrefix(p, strings.TrimSuffix(strings.TrimSuffix(want, "="), ":")+":") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d problems about %s, want exactly 1:\n%v", n, want, err)
+		}
+	}
+}
+
+func TestTLSFilesWithoutATLSProtocolAreRefused(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(with(minimal, "PROCESSOR_TLS_CA_FILE="+ca))
+	if err == nil || !strings.Contains(err.Error(), `PROCESSOR_TLS_CA_FILE: is set but PROCESSOR_SECURITY_PROTOCOL is "plaintext"`) {
+		t.Errorf("err = %v, want the CA file refused without a TLS protocol", err)
+	}
+	if _, err := LoadConfig(with(minimal, "PROCESSOR_TLS_CA_FILE="+ca, "PROCESSOR_SECURITY_PROTOCOL=ssl")); err != nil {
+		t.Errorf("with ssl: %v", err)
+	}
+}
+
+func TestAnOAuthBearerConfigIsNotLogged(t *testing.T) {
+	cfg, err := LoadConfig(with(minimal, "PROCESSOR_KAFKA_PROPERTIES=sasl.oauthbearer.config=principal=x clientPw=hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(cfg.LogValue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "hunter2") {
+		t.Errorf("logged configuration shows the OAUTHBEARER secret: %s", b)
 	}
 }

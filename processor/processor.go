@@ -118,6 +118,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg, BuildOf())
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "eosproc_offset_resets_total",
 		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",

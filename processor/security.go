@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -137,6 +138,13 @@ func (c *Config) validateSecurity(bad func(key, format string, args ...any)) {
 	}
 	if c.SASLUsername == "" && c.SASLPassword != "" {
 		bad("SASL_PASSWORD", "is set but PROCESSOR_SASL_USERNAME is not: set both")
+	}
+	if (c.TLSCAFile != "" || c.TLSCertFile != "") && !strings.HasSuffix(protocol, "ssl") {
+		key := "TLS_CA_FILE"
+		if c.TLSCAFile == "" {
+			key = "TLS_CERT_FILE"
+		}
+		bad(key, "is set but PROCESSOR_SECURITY_PROTOCOL is %q, so the clients would not use TLS at all: set it to ssl or sasl_ssl", cmp.Or(protocol, "plaintext"))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("TLS_CERT_FILE", "PROCESSOR_TLS_CERT_FILE and PROCESSOR_TLS_KEY_FILE go together (TLS client authentication): set both or neither")

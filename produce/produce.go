@@ -69,13 +69,25 @@ type Producer struct {
 	epoch uint64
 }
 
-// New creates the producer and starts serving its delivery reports. Call InitTransactions before anything else
-// when the producer is transactional.
-func New(cfg Config) (*Producer, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+// OwnedProperties are the librdkafka properties the producer sets itself, each with why; Config.Properties must
+// not set them (or their aliases), and the processor refuses them in its configuration. A test keeps this list
+// and what New sets the same.
+var OwnedProperties = map[string]string{
+	"bootstrap.servers":      "the brokers are configured on their own",
+	"metadata.broker.list":   "the brokers are configured on their own",
+	"enable.idempotence":     "transactions need the idempotent producer",
+	"acks":                   "the idempotent producer needs acks=all",
+	"request.required.acks":  "the idempotent producer needs acks=all",
+	"linger.ms":              "the processor sizes produce requests from its batches (a commit flushes anyway)",
+	"queue.buffering.max.ms": "the processor sizes produce requests from its batches (a commit flushes anyway)",
+	"message.timeout.ms":     "derived from the transaction timeout unless the processor's configuration sets it",
+	"delivery.timeout.ms":    "derived from the transaction timeout unless the processor's configuration sets it",
+	"transactional.id":       "derived from the application and instance ids",
+	"transaction.timeout.ms": "the transaction timeout is configured on its own",
+}
+
+// ownedProperties are the values of the OwnedProperties that New sets for cfg.
+func ownedProperties(cfg Config) map[string]string {
 	owned := map[string]string{
 		"bootstrap.servers":  cfg.Brokers,
 		"enable.idempotence": "true",
@@ -91,7 +103,17 @@ func New(cfg Config) (*Producer, error) {
 		owned["transactional.id"] = cfg.TransactionalID
 		owned["transaction.timeout.ms"] = strconv.FormatInt(cfg.TransactionTimeout.Milliseconds(), 10)
 	}
-	props, err := rdkafka.Properties(owned, cfg.Properties)
+	return owned
+}
+
+// New creates the producer and starts serving its delivery reports. Call InitTransactions before anything else
+// when the producer is transactional.
+func New(cfg Config) (*Producer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	props, err := rdkafka.Properties(ownedProperties(cfg), OwnedProperties, cfg.Properties)
 	if err != nil {
 		return nil, fmt.Errorf("configure producer: %w", err)
 	}

@@ -235,3 +235,23 @@ func TestGuardGivesUpWhenItsCallerDoes(t *testing.T) {
 		t.Errorf("err = %v, wedged %v; want fatal ErrWedged", err, p.wedged.Load())
 	}
 }
+
+func TestOwnedPropertiesListWhatNewSets(t *testing.T) {
+	set := ownedProperties(Config{Brokers: "b:9092", TransactionalID: "t", TransactionTimeout: time.Minute, MessageTimeout: time.Second})
+	aliases := map[string]bool{"metadata.broker.list": true, "request.required.acks": true, "queue.buffering.max.ms": true,
+		"delivery.timeout.ms": true}
+	for k := range set {
+		if _, ok := OwnedProperties[k]; !ok {
+			t.Errorf("New sets %q, which OwnedProperties does not list: the processor would let a user set it too", k)
+		}
+	}
+	for k := range OwnedProperties {
+		if _, ok := set[k]; !ok && !aliases[k] {
+			t.Errorf("OwnedProperties lists %q, which New does not set", k)
+		}
+	}
+	if _, err := New(Config{Brokers: "127.0.0.1:1", Properties: map[string]string{"queue.buffering.max.ms": "50"}}); err == nil ||
+		!strings.Contains(err.Error(), `"queue.buffering.max.ms"`) {
+		t.Errorf("New with an alias of linger.ms = %v, want a refusal naming it", err)
+	}
+}

@@ -50,8 +50,11 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		case "-h", "-help", "--help", "help":
 			processor.PrintUsage(stdout)
 			return exitOK
+		case "-version", "--version", "version":
+			fmt.Fprintln(stdout, processor.BuildOf())
+			return exitOK
 		default:
-			fmt.Fprintf(stderr, "processor takes no arguments (got %q); it is configured by PROCESSOR_* variables, see processor -h\n", a)
+			fmt.Fprintf(stderr, "processor takes no arguments but -h and --version (got %q); it is configured by PROCESSOR_* variables, see processor -h\n", a)
 			return exitConfig
 		}
 	}

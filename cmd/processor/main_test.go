@@ -53,6 +53,7 @@ func TestBinaryExitCodes(t *testing.T) {
 		code int
 	}{
 		{[]string{"-h"}, nil, exitOK},
+		{[]string{"--version"}, nil, exitOK},
 		{nil, nil, exitConfig},
 		{nil, []string{"PROCESSOR_BROKERS=x", "PROCESSOR_INPUT_TOPICS=in", "PROCESSOR_OUTPUT_TOPIC=in"}, exitConfig},
 	} {
@@ -91,5 +92,17 @@ func TestFirstSignalShutsDownAndSecondExitsAtOnce(t *testing.T) {
 	sigs <- os.Interrupt
 	if s := <-exited; s != os.Interrupt {
 		t.Errorf("exited on %v, want the second signal", s)
+	}
+}
+
+func TestVersionNamesTheBuild(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--version"}, nil, &out, &errOut); code != exitOK {
+		t.Fatalf("exit code %d, want %d", code, exitOK)
+	}
+	for _, want := range []string{"eosproc processor", "commit", "go1.", "librdkafka 2."} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--version printed %q, want it to contain %q", out.String(), want)
+		}
 	}
 }

@@ -16,12 +16,17 @@ import (
 // Properties merges pass-through properties under the properties a package owns. Owned keys win and a clash is an
 // error, not a silent override: the guarantees depend on them (isolation level, idempotence, transactional id),
 // so a user who tries to change one must hear about it. The processor's config validation rejects these keys
-// earlier with the variable's name; this check keeps the packages safe on their own.
-func Properties(owned, passThrough map[string]string) (map[string]string, error) {
+// earlier with the variable's name; this check keeps the packages safe on their own. refused holds more keys the
+// pass-through properties may not set (a package's whole list: aliases, keys it owns in some configurations),
+// each with why.
+func Properties(owned, refused, passThrough map[string]string) (map[string]string, error) {
 	m := make(map[string]string, len(owned)+len(passThrough))
 	for k, v := range passThrough {
 		if _, ok := owned[k]; ok {
 			return nil, fmt.Errorf("property %q is set by the processor and cannot be overridden", k)
+		}
+		if why, ok := refused[k]; ok {
+			return nil, fmt.Errorf("property %q is set by the processor and cannot be overridden: %s", k, why)
 		}
 		m[k] = v
 	}
