@@ -688,6 +688,12 @@ func (c *Consumer) TakeRevoked() []stream.TopicPartition {
 	return revoked
 }
 
+// Joined reports whether the consumer is a member of its group now (it has a member id), with partitions or not.
+func (c *Consumer) Joined() bool {
+	md, err := c.k.GroupMetadata()
+	return err == nil && md.MemberID() != ""
+}
+
 // OffsetResets counts offsets found out of range (deleted by retention) and reset per auto.offset.reset.
 func (c *Consumer) OffsetResets() uint64 { return c.resets.Load() }
 

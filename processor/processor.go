@@ -153,7 +153,8 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 
 	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
 	stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
-	srv := &http.Server{Handler: handler(reg, loop, consumer, stale), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler(reg, loop, consumer, stale), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "error", err)
@@ -231,20 +232,24 @@ func explain(err error, transactionalID string, cfg Config) error {
 
 func handler(reg *prometheus.Registry, loop *txn.Loop, consumer *consume.Consumer, stale time.Duration) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	// Read-only endpoints: GET and HEAD only (the patterns' method), anything else is 405.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if since := time.Since(loop.LastIteration()); since > stale {
 			http.Error(w, fmt.Sprintf("loop stuck: no progress for %s", since.Round(time.Second)), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	// Ready once the producer has fenced its predecessors and the consumer is a member of the group. Owning
+	// partitions is not required: a replica beyond the partition count is a standby, and were it never ready, it
+	// would hold a rolling update and count against the PodDisruptionBudget for ever.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case !loop.Initialized():
 			http.Error(w, "producer not initialized", http.StatusServiceUnavailable)
-		case len(consumer.Assigned()) == 0:
-			http.Error(w, "no partition assigned", http.StatusServiceUnavailable)
+		case !consumer.Joined():
+			http.Error(w, "not yet a member of the consumer group", http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ok")
 		}
