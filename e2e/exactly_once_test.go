@@ -171,31 +171,43 @@ func TestZombieWritesStayInvisible(t *testing.T) {
 }
 
 func TestAddedPartitionsAreProcessedFromTheStart(t *testing.T) {
-	f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"plain", nil},
+		// De-duplication grows its changelog topic with the input, and writes to the new changelog partitions
+		// before the producer's metadata knows them: that was a fatal error (exit 1).
+		{"with de-duplication", map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "key"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
 
-	f.produce(ctx, 3, 0, 9_000, nil)
-	proc := f.start("p0", nil)
-	f.waitCaughtUp(ctx)
-	// Grow the topic and write into the new partitions at once, before the processor's metadata refresh can
-	// have noticed them: with auto.offset.reset=earliest none of these records may be skipped.
-	if err := f.cluster.AddPartitions(ctx, f.input, 6); err != nil {
-		t.Fatal(err)
-	}
-	f.produce(ctx, 6, 9_000, 12_000, nil)
-	f.waitCaughtUp(ctx)
-	assigned, err := proc.Metric(ctx, "eosproc_assigned_partitions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if assigned != 6 {
-		t.Errorf("eosproc_assigned_partitions = %v after the topic grew to 6 partitions, want 6", assigned)
-	}
-	f.stopAll()
-	r := f.verdict(ctx, true)
-	if !r.OK() || r.Inputs != 21_000 {
-		t.Fatalf("added partitions: want 21000 inputs exactly once: %s", r)
+			f.produce(ctx, 3, 0, 9_000, nil)
+			proc := f.start("p0", tt.env)
+			f.waitCaughtUp(ctx)
+			// Grow the topic and write into the new partitions at once, before the processor's metadata refresh
+			// can have noticed them: with auto.offset.reset=earliest none of these records may be skipped.
+			if err := f.cluster.AddPartitions(ctx, f.input, 6); err != nil {
+				t.Fatal(err)
+			}
+			f.produce(ctx, 6, 9_000, 12_000, nil)
+			f.waitCaughtUp(ctx)
+			assigned, err := proc.Metric(ctx, "eosproc_assigned_partitions")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if assigned != 6 {
+				t.Errorf("eosproc_assigned_partitions = %v after the topic grew to 6 partitions, want 6", assigned)
+			}
+			f.stopAll() // fails the test unless the processor is still running and exits 0
+			r := f.verdict(ctx, true)
+			if !r.OK() || r.Inputs != 21_000 {
+				t.Fatalf("added partitions: want 21000 inputs exactly once: %s", r)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,13 @@ func New(cfg Config) (*Producer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	props, err := rdkafka.Properties(ownedProperties(cfg), OwnedProperties, cfg.Properties)
+	passThrough := map[string]string{
+		// Partitions added to a topic (a de-duplication changelog grows with its input) become known within
+		// this interval; librdkafka's default is 5 minutes, during which producing to them is redone.
+		"topic.metadata.refresh.interval.ms": "5000",
+	}
+	maps.Copy(passThrough, cfg.Properties)
+	props, err := rdkafka.Properties(ownedProperties(cfg), OwnedProperties, passThrough)
 	if err != nil {
 		return nil, fmt.Errorf("configure producer: %w", err)
 	}
@@ -255,6 +262,11 @@ func (p *Producer) produceError(ctx context.Context, topic string, err error) er
 	}
 	if errors.As(err, &ke) && ke.Code() == kafka.ErrState {
 		return &Error{Op: op, Class: Abortable, Err: err}
+	}
+	if errors.As(err, &ke) && ke.Code() == kafka.ErrUnknownPartition {
+		// A partition added to the topic a moment ago (de-duplication grows its changelog with the input) that
+		// the producer's metadata does not know yet: the batch is redone once the metadata is refreshed.
+		return &Error{Op: op, Class: Abortable, Err: fmt.Errorf("partition not yet in the producer's metadata (just added?): %w", err)}
 	}
 	if errors.As(err, &ke) && ke.Code() == kafka.ErrMsgSizeTooLarge {
 		return &Error{Op: op, Class: Abortable, Err: fmt.Errorf("%w: %w", ErrRecordRefused, err)}

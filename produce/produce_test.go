@@ -255,3 +255,17 @@ func TestOwnedPropertiesListWhatNewSets(t *testing.T) {
 		t.Errorf("New with an alias of linger.ms = %v, want a refusal naming it", err)
 	}
 }
+
+// A partition the producer's metadata does not know yet (just added) redoes the batch instead of ending the
+// process.
+func TestUnknownPartitionIsAbortable(t *testing.T) {
+	p, err := New(Config{Brokers: "127.0.0.1:1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	err = p.produceError(context.Background(), "in-dedupe", kafka.NewError(kafka.ErrUnknownPartition, "Local: Unknown partition", false))
+	if ClassOf(err) != Abortable || !strings.Contains(err.Error(), "not yet in the producer's metadata") {
+		t.Errorf("produceError = %v (%v), want an abortable error saying the partition is not known yet", err, ClassOf(err))
+	}
+}
