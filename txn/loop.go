@@ -229,7 +229,11 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 		// Nothing to commit, so no transaction: an empty one would still cost the coordinator two writes.
 		return nil, nil
 	}
-	b.in, b.offsets, b.assembled = in, nextOffsets(in), time.Now()
+	b.in, b.records, b.assembled = in, len(in), time.Now()
+	b.offsets, b.perPartition = summarize(in)
+	if l.Logger.Enabled(ctx, slog.LevelDebug) { // a pass over the batch, for the debug log only
+		b.ranges = inputRanges(in)
+	}
 	l.beat()
 	return b, nil
 }
@@ -249,18 +253,16 @@ func (l *Loop) land() (committed bool, err error) {
 	b := f.batch
 	if f.err != nil {
 		if ab := asAbortable(f.err); ab != nil {
-			if err := l.rememberRefused(b, ab); err != nil {
-				return false, err
-			}
+			l.rememberRefused(ab)
 		}
 		return false, f.err
 	}
 	if l.Dedupe != nil {
 		l.Dedupe.Committed()
 	}
-	if len(l.refused) > 0 {
-		for _, r := range b.in {
-			delete(l.refused, positionOf(r))
+	for pos := range l.refused {
+		if next, ok := b.offsets[pos.TopicPartition]; ok && pos.offset < next {
+			delete(l.refused, pos) // committed, as a dead letter
 		}
 	}
 	l.report(b)
@@ -270,24 +272,20 @@ func (l *Loop) land() (committed bool, err error) {
 // report tells the rate controller and the debug log about a committed batch (the metrics counted it when it
 // committed).
 func (l *Loop) report(b *batch) {
-	perPartition := make(map[stream.TopicPartition]int64, len(b.offsets))
-	for _, r := range b.in {
-		perPartition[r.TopicPartition()]++
-	}
 	processing := b.preparation + b.ended.Sub(b.began)
 	l.Budgeter.Observe(BatchStats{
-		Records:         len(b.in),
-		PerPartition:    perPartition,
+		Records:         b.records,
+		PerPartition:    b.perPartition,
 		Processing:      processing,
 		Duration:        b.ended.Sub(b.started),
 		SchedulingDelay: b.began.Sub(b.assembled) - b.preparation,
 		Interval:        l.interval,
 		MaxRecords:      l.maxRecords,
 	})
-	dead := len(b.out) - b.outputs
-	if l.Logger.Enabled(context.Background(), slog.LevelDebug) { // the input ranges cost a pass over the batch
-		l.Logger.Debug("batch committed", "records_in", len(b.in), "records_out", b.outputs, "dead_lettered", dead,
-			"partitions", len(b.offsets), "input", inputRanges(b.in), "assembly", b.assembled.Sub(b.started),
+	dead := b.produced - b.outputs
+	if l.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		l.Logger.Debug("batch committed", "records_in", b.records, "records_out", b.outputs, "dead_lettered", dead,
+			"partitions", len(b.offsets), "input", b.ranges, "assembly", b.assembled.Sub(b.started),
 			"processing", processing, "transform", b.preparation,
 			"waited", b.began.Sub(b.assembled)-b.preparation, "produce", b.offsetting.Sub(b.producing),
 			"send_offsets", b.committing.Sub(b.offsetting), "commit", b.ended.Sub(b.committing))

@@ -29,6 +29,7 @@ func (l *Loop) prepare(work context.Context, b *batch) error {
 	}
 	b.kept, b.from, b.outputs, b.changelog = kept, from, len(out), changelog
 	b.out = append(append(out, dead...), failed...)
+	b.produced = len(b.out)
 	return nil
 }
 
@@ -110,22 +111,28 @@ func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record,
 	return l.Transform(ctx, r)
 }
 
-// rememberRefused notes, from a failed transaction, the inputs one of whose outputs the producer refused for
-// itself: whatever we do, it refuses them again, so the redo dead-letters these inputs with none of their
-// outputs (those already produced went with the aborted transaction). A refused dead letter is fatal: nothing
-// is left to fall back on.
-func (l *Loop) rememberRefused(b *batch, ab *abortable) error {
-	for _, i := range ab.refused {
+// refusedInputs maps the records the producer refused for themselves (indexes into b.out) to their inputs: whatever
+// we do, it refuses them again, so the redo dead-letters these inputs with none of their outputs (those already
+// produced went with the aborted transaction). A refused dead letter is fatal: nothing is left to fall back on.
+func refusedInputs(b *batch, refused []int, err error) ([]position, error) {
+	inputs := make([]position, 0, len(refused))
+	for _, i := range refused {
 		if i >= b.outputs {
-			return fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
-				"and the dead-letter topic's max.message.bytes): %w", ab.err)
+			return nil, fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
+				"and the dead-letter topic's max.message.bytes): %w", err)
 		}
-		src := b.kept[b.from[i]]
-		l.refused[positionOf(src)] = ab.err
-		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
-			"source", src.Source(), "error", ab.err)
+		inputs = append(inputs, positionOf(b.kept[b.from[i]]))
 	}
-	return nil
+	return inputs, nil
+}
+
+// rememberRefused notes the inputs whose outputs the producer refused in a failed transaction, for the redo.
+func (l *Loop) rememberRefused(ab *abortable) {
+	for _, pos := range ab.refusedInputs {
+		l.refused[pos] = ab.err
+		l.Logger.Warn("output refused by the producer; its input goes to the dead-letter topic when the batch is redone",
+			"source", fmt.Sprintf("%s/%d", pos.TopicPartition, pos.offset), "error", ab.err)
+	}
 }
 
 // position is where an input record is: its partition and offset.
@@ -171,18 +178,24 @@ func (l *Loop) deadLetter(r stream.Record, err error) stream.Record {
 	return stream.Record{Topic: l.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
 }
 
-// nextOffsets is what the group commits for a batch: per partition in it, the offset after its last record
-// (Kafka's committed offset names the next record to read), and nothing for partitions without records, whose
-// committed offsets must stay as they are.
-func nextOffsets(in []stream.Record) map[stream.TopicPartition]int64 {
-	offsets := map[stream.TopicPartition]int64{}
-	for _, r := range in {
-		tp := r.TopicPartition()
+// summarize returns what the group commits for a batch, and its records per partition (for the rate
+// controller). The offsets are, per partition in the batch, the offset after its last record (Kafka's committed
+// offset names the next record to read), and nothing for partitions without records, whose committed offsets
+// must stay as they are.
+func summarize(in []stream.Record) (offsets, perPartition map[stream.TopicPartition]int64) {
+	offsets, perPartition = map[stream.TopicPartition]int64{}, map[stream.TopicPartition]int64{}
+	var tp stream.TopicPartition
+	for i := range in {
+		r := &in[i]
+		if i == 0 || r.Topic != tp.Topic || r.Partition != tp.Partition {
+			tp = r.TopicPartition() // consecutive records are mostly of one partition
+		}
+		perPartition[tp]++
 		if next := r.Offset + 1; next > offsets[tp] {
 			offsets[tp] = next
 		}
 	}
-	return offsets
+	return offsets, perPartition
 }
 
 // inputRanges describes which offsets of which partitions a batch held, e.g. "in/0:[10,20) in/1:[5,9)", so a

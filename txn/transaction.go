@@ -15,14 +15,21 @@ import (
 // batch is one micro-batch on its way through the loop: assembled and prepared on the loop's goroutine, then
 // written by its transaction on a goroutine of its own, beside the next batch's assembly.
 type batch struct {
-	in      []stream.Record // the inputs, as assembled
-	offsets map[stream.TopicPartition]int64
+	// The inputs, as assembled, until the transaction has handed the outputs to the producer (which copies
+	// them): then every record of the batch is released, so that two batches' records are not held at once.
+	in []stream.Record
+	// What outlives the records: their number, the offsets to commit, the records per partition, and (debug log
+	// only) their ranges.
+	records      int
+	offsets      map[stream.TopicPartition]int64
+	perPartition map[stream.TopicPartition]int64
+	ranges       string
 	// Set by prepare: the inputs left after de-duplication, what the transaction writes (the first outputs
 	// records are outputs, the rest dead letters), from[i] the index in kept of the input out[i] came from, and
 	// the de-duplication store's changelog records.
 	kept, out, changelog []stream.Record
 	from                 []int
-	outputs              int
+	outputs, produced    int // outputs among out, and len(out)
 
 	// When each step began or ended, for the rate controller, the metrics and the debug log. The transaction's
 	// goroutine writes its steps before it closes its flight's done, and the loop reads them after.
@@ -68,7 +75,7 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	if err == nil {
 		// Counted here rather than when the loop lands the batch, up to an assembly later: a reader of the
 		// output must not see more records than the metrics.
-		l.Metrics.committed(len(b.in), b.outputs, len(b.out)-b.outputs, b.ended.Sub(b.started), b.ended.Sub(b.committing))
+		l.Metrics.committed(b.records, b.outputs, b.produced-b.outputs, b.ended.Sub(b.started), b.ended.Sub(b.committing))
 	}
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {
@@ -88,23 +95,11 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	}
 	l.open = !l.AtLeastOnce
 	b.producing = time.Now()
-	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
-	// of the batch deals with all of its refused records rather than one redo each.
-	refused, err := l.Producer.Produce(work, b.out)
-	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
-		return l.classify("produce", err)
-	}
-	if len(refused) > 0 {
-		// Abort right after producing can reach the coordinator before the partitions these records added to
-		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
-		// records delivered first, their partitions are registered.
-		_ = l.Producer.Flush(work)
-		return &abortable{step: "produce", err: err, refused: refused}
-	}
-	if len(b.changelog) > 0 {
-		if err := l.Producer.ProduceToPartitions(work, b.changelog); err != nil {
-			return l.classify("produce_changelog", err)
-		}
+	err := l.produceBatch(work, b)
+	// The producer has copied the records: the batch's records and everything built on them can go.
+	b.in, b.kept, b.out, b.from, b.changelog = nil, nil, nil, nil, nil
+	if err != nil {
+		return err
 	}
 	b.offsetting = time.Now()
 	if l.AtLeastOnce {
@@ -153,14 +148,40 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	return nil
 }
 
+// produceBatch hands the batch's outputs, dead letters and changelog records to the producer.
+func (l *Loop) produceBatch(work context.Context, b *batch) error {
+	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
+	// of the batch deals with all of its refused records rather than one redo each.
+	refused, err := l.Producer.Produce(work, b.out)
+	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
+		return l.classify("produce", err)
+	}
+	if len(refused) > 0 {
+		inputs, ferr := refusedInputs(b, refused, err)
+		if ferr != nil {
+			return ferr
+		}
+		// Abort right after producing can reach the coordinator before the partitions these records added to
+		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
+		// records delivered first, their partitions are registered.
+		_ = l.Producer.Flush(work)
+		return &abortable{step: "produce", err: err, refusedInputs: inputs}
+	}
+	if len(b.changelog) > 0 {
+		if err := l.Producer.ProduceToPartitions(work, b.changelog); err != nil {
+			return l.classify("produce_changelog", err)
+		}
+	}
+	return nil
+}
+
 // abortable is a failure after which the batch is aborted, the input rewound and the batch redone; step names
 // where it happened, for the aborted-transactions metric.
 type abortable struct {
 	step string
 	err  error
-	// refused are the indexes, among the records the transaction was producing, of those the producer refused
-	// for themselves (produce.ErrRecordRefused).
-	refused []int
+	// refusedInputs are the inputs of the records the producer refused for themselves (produce.ErrRecordRefused).
+	refusedInputs []position
 	// lost says the member's group session ended before the batch's offsets were sent.
 	lost bool
 }
