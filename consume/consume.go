@@ -65,7 +65,7 @@ type Config struct {
 	OnFatal func(error)
 }
 
-// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier and Close must be called
+// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close must be called
 // from one goroutine (the loop); Assigned, GroupMetadata, CommitOffsets and OffsetResets may be called from any
 // (the loop's transactions run beside its next assembly).
 type Consumer struct {
@@ -99,6 +99,8 @@ type Consumer struct {
 	fatal  error // a fatal error event, served inside Consume
 	// beforeRevoke is what a revocation or loss waits for before the partitions go: the transaction in flight.
 	beforeRevoke func()
+	// hold, while it reports true, keeps a batch whose interval has passed collecting records (SetBatchHold).
+	hold func() bool
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -348,6 +350,14 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 	}
 }
 
+// SetBatchHold sets what keeps a batch collecting after its interval has passed, while it reports true: the
+// transaction the batch must wait for is still in flight, so ending the batch would only leave the records that
+// arrive meanwhile waiting in librdkafka's queue (nil: the interval ends every batch).
+func (c *Consumer) SetBatchHold(hold func() bool) { c.hold = hold }
+
+// holdPoll is how often a held batch checks whether it may end.
+const holdPoll = 5 * time.Millisecond
+
 // SetRevokeBarrier sets what a revocation or loss of partitions waits for, inside Assemble, before their records
 // are dropped and the partitions given up (nil: nothing).
 func (c *Consumer) SetRevokeBarrier(wait func()) { c.beforeRevoke = wait }
@@ -417,7 +427,12 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		}
 		wait := time.Until(deadline)
 		if wait < time.Millisecond {
-			break
+			if c.hold == nil || !c.hold() {
+				break
+			}
+			// The interval has passed, but the batch could not go anywhere yet: collect what arrives meanwhile
+			// (within the budgets and the batch size), checking again shortly.
+			wait = holdPoll
 		}
 		// One call takes what librdkafka has fetched, up to what the budgets still allow in all: the records it
 		// returns come in whatever order librdkafka fetched them, and a partition's records beyond its budget are

@@ -145,3 +145,22 @@ func TestAnAliasOfAnOwnedPropertyIsRefused(t *testing.T) {
 		t.Errorf("New = %v, want a refusal naming metadata.broker.list", err)
 	}
 }
+
+func TestAHeldBatchGoesOnPastItsInterval(t *testing.T) {
+	c := unreachable(t, 50*time.Millisecond)
+	start := time.Now()
+	checks := 0
+	c.SetBatchHold(func() bool {
+		checks++
+		return time.Since(start) < 300*time.Millisecond
+	})
+	if _, err := c.Assemble(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("Assemble returned after %s while held for 300ms", d)
+	}
+	if checks < 2 {
+		t.Errorf("hold asked %d times, want it asked again while it held", checks)
+	}
+}

@@ -66,6 +66,22 @@ func (c *Cluster) AddPartitions(ctx context.Context, topic string, total int) er
 	return c.waitLeaders(ctx, topic, total)
 }
 
+// DeleteTopic deletes a topic.
+func (c *Cluster) DeleteTopic(ctx context.Context, topic string) error {
+	admin, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	results, err := admin.DeleteTopics(ctx, []string{topic}, kafka.SetAdminOperationTimeout(30*time.Second))
+	if err == nil && results[0].Error.Code() != kafka.ErrNoError {
+		err = results[0].Error
+	}
+	if err != nil {
+		return fmt.Errorf("delete topic %q: %w", topic, err)
+	}
+	return nil
+}
+
 // PartitionState is what the cluster's metadata says of one partition.
 type PartitionState struct {
 	Leader   int // -1 when it has none

@@ -61,6 +61,7 @@ func (c *repeatConsumer) Assemble(context.Context, map[stream.TopicPartition]int
 }
 func (c *repeatConsumer) Rewind(context.Context) error { return nil }
 func (c *repeatConsumer) SetRevokeBarrier(func())      {}
+func (c *repeatConsumer) SetBatchHold(func() bool)     {}
 func (c *repeatConsumer) GroupMetadata() (*produce.GroupMetadata, error) {
 	return nil, nil
 }

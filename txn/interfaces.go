@@ -25,6 +25,8 @@ type Consumer interface {
 	// SetRevokeBarrier sets what a revocation or loss of partitions waits for inside Assemble before their
 	// records are dropped and the partitions go.
 	SetRevokeBarrier(wait func())
+	// SetBatchHold sets what keeps a batch collecting past its interval, while it reports true.
+	SetBatchHold(hold func() bool)
 	// Rewind moves every assigned partition back to its committed offset and forgets carried records.
 	Rewind(ctx context.Context) error
 	// GroupMetadata identifies the member and its generation to the transaction coordinator.

@@ -103,6 +103,9 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 	l.ready.Store(true)
 	l.Consumer.SetRevokeBarrier(l.awaitInFlight)
+	if !l.Serial {
+		l.Consumer.SetBatchHold(l.inFlight)
+	}
 
 	aborts := 0
 	for ctx.Err() == nil {

@@ -35,6 +35,7 @@ type fakeConsumer struct {
 	group         *produce.GroupMetadata
 	groupErrs     []error // returned by GroupMetadata, one per call, before it succeeds
 	barrier       func()
+	hold          func() bool
 	// assembling, if set, is called at the start of every Assemble with its number (from 1): a rebalance there
 	// calls barrier, as the real consumer's callback does.
 	assembling func(n int)
@@ -51,6 +52,8 @@ func (c *fakeConsumer) Lags() map[stream.TopicPartition]int64 {
 }
 
 func (c *fakeConsumer) SetRevokeBarrier(wait func()) { c.barrier = wait }
+
+func (c *fakeConsumer) SetBatchHold(hold func() bool) { c.hold = hold }
 
 // settled is how many of the handed-out batches committed: their transactions (or, at_least_once, their offset
 // commits) succeeded, in order.
@@ -794,5 +797,44 @@ func TestSerialLoopAssemblesOnlyOnceTheTransactionSettled(t *testing.T) {
 	}
 	if want := []int64{0, 1, 2}; !slices.Equal(committedAtAssembly, want) {
 		t.Errorf("transactions committed when each assembly began = %v, want %v", committedAtAssembly, want)
+	}
+}
+
+// TestABatchIsHeldWhileTheTransactionItWaitsForRuns: the consumer's batch hold reports true while the previous
+// batch's transaction runs and false once it has committed, so that a batch past its interval keeps collecting
+// instead of the loop idling; the serial loop sets none.
+func TestABatchIsHeldWhileTheTransactionItWaitsForRuns(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel}
+	p := &fakeProducer{commitGate: make(chan struct{})}
+	c.producer = p
+	var during, after bool
+	c.assembling = func(n int) {
+		if n != 2 {
+			return
+		}
+		during = c.hold()
+		close(p.commitGate)
+		c.barrier()
+		after = c.hold()
+	}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out"}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !during || after {
+		t.Errorf("hold while the transaction ran = %v, after it committed = %v; want true, then false", during, after)
+	}
+
+	serial := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}}, stop: func() {}}
+	serial.producer = &fakeProducer{}
+	sctx, scancel := context.WithCancel(context.Background())
+	serial.stop = scancel
+	if err := (&Loop{Consumer: serial, Producer: serial.producer, OutputTopic: "out", Serial: true}).Run(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if serial.hold != nil {
+		t.Error("the serial loop set a batch hold")
 	}
 }

@@ -66,6 +66,23 @@ func (l *Loop) awaitInFlight() {
 	}
 }
 
+// inFlight reports whether a transaction is still running. It is the consumer's batch hold: a batch whose
+// interval has passed keeps collecting while the transaction it must wait for runs, so that the loop absorbs what
+// arrives meanwhile instead of idling (under load, a transaction slower than the interval would otherwise cap
+// the loop at one interval's records per transaction).
+func (l *Loop) inFlight() bool {
+	f := l.inflight
+	if f == nil {
+		return false
+	}
+	select {
+	case <-f.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // transact runs the batch's transaction (begin, produce the outputs, dead letters and changelog, send the
 // offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
 // (a revocation, the next batch) finds the transaction settled.
