@@ -206,6 +206,9 @@ func run(ctx context.Context, o options) error {
 	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, p := range latencyPeers {
+			if o.only != nil && !o.only.MatchString(loads[0].name+" "+p.String()) {
+				continue
+			}
 			if err := b.latency(ctx, loads[0], p, repeat); err != nil {
 				return err
 			}
