@@ -95,8 +95,9 @@ type Consumer struct {
 	// record is goes to the debug log, next to the position the rewind sought.
 	rewound map[stream.TopicPartition]bool
 	// gained says partitions were assigned during the current Assemble: their budgets were not asked for.
-	gained bool
-	fatal  error // a fatal error event, served inside Consume
+	gained    bool
+	lastBatch int   // records in the last batch Assemble returned
+	fatal     error // a fatal error event, served inside Consume
 	// beforeRevoke is what a revocation or loss waits for before the partitions go: the transaction in flight.
 	beforeRevoke func()
 	// hold, while it reports true, keeps a batch whose interval has passed collecting records (SetBatchHold).
@@ -388,7 +389,9 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 	maxRecords := c.maxRecords
 	deadline := time.Now().Add(c.interval)
 	used := map[stream.TopicPartition]int64{}
-	c.pending = nil
+	// Sized like the last batch: a backlog fills every batch, and growing the slice by appending would leave
+	// about as much garbage again per batch.
+	c.pending = make([]stream.Record, 0, min(max(c.lastBatch, 1024), maxRecords))
 	c.gained = false
 
 	for tp, recs := range c.carry {
@@ -461,6 +464,7 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 	}
 	batch := c.pending
 	c.pending = nil
+	c.lastBatch = len(batch)
 	return batch, nil
 }
 
