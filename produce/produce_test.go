@@ -11,6 +11,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/stream"
 )
 
@@ -238,17 +239,10 @@ func TestGuardGivesUpWhenItsCallerDoes(t *testing.T) {
 
 func TestOwnedPropertiesListWhatNewSets(t *testing.T) {
 	set := ownedProperties(Config{Brokers: "b:9092", TransactionalID: "t", TransactionTimeout: time.Minute, MessageTimeout: time.Second})
-	aliases := map[string]bool{"metadata.broker.list": true, "request.required.acks": true, "queue.buffering.max.ms": true,
-		"delivery.timeout.ms": true}
-	for k := range set {
-		if _, ok := OwnedProperties[k]; !ok {
-			t.Errorf("New sets %q, which OwnedProperties does not list: the processor would let a user set it too", k)
-		}
-	}
-	for k := range OwnedProperties {
-		if _, ok := set[k]; !ok && !aliases[k] {
-			t.Errorf("OwnedProperties lists %q, which New does not set", k)
-		}
+	unlisted, unset := rdkafka.OwnedMismatch(set, OwnedProperties, "metadata.broker.list", "request.required.acks",
+		"queue.buffering.max.ms", "delivery.timeout.ms")
+	if len(unlisted)+len(unset) > 0 {
+		t.Errorf("New sets %v without listing them in OwnedProperties, which lists %v that New does not set", unlisted, unset)
 	}
 	if _, err := New(Config{Brokers: "127.0.0.1:1", Properties: map[string]string{"queue.buffering.max.ms": "50"}}); err == nil ||
 		!strings.Contains(err.Error(), `"queue.buffering.max.ms"`) {

@@ -89,6 +89,19 @@ func (r *Results) runs(workload string, p peer) []Run {
 	return out
 }
 
+// medianOf is the median of f over runs.
+func medianOf[T any](runs []T, f func(T) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, run := range runs {
+		v[i] = f(run)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
 // median is peer p's runs on workload with each figure replaced by its median over the repeats.
 func (r *Results) median(workload string, p peer) Run {
 	runs := r.runs(workload, p)
@@ -96,17 +109,7 @@ func (r *Results) median(workload string, p peer) Run {
 		return Run{}
 	}
 	m := runs[0]
-	med := func(f func(Run) float64) float64 {
-		v := make([]float64, len(runs))
-		for i, run := range runs {
-			v[i] = f(run)
-		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
+	med := func(f func(Run) float64) float64 { return medianOf(runs, f) }
 	m.Repeat = len(runs)
 	m.Seconds = med(func(r Run) float64 { return r.Seconds })
 	m.StartupSeconds = med(func(r Run) float64 { return r.StartupSeconds })
@@ -221,17 +224,7 @@ func (r *Results) latencyMedian(p peer) Latency {
 	if len(runs) == 0 {
 		return Latency{}
 	}
-	med := func(f func(Latency) float64) float64 {
-		v := make([]float64, len(runs))
-		for i, l := range runs {
-			v[i] = f(l)
-		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
+	med := func(f func(Latency) float64) float64 { return medianOf(runs, f) }
 	m := runs[0]
 	m.Repeat = len(runs)
 	m.Samples = int(med(func(l Latency) float64 { return float64(l.Samples) }))

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,6 +35,25 @@ func Properties(owned, refused, passThrough map[string]string) (map[string]strin
 		m[k] = v
 	}
 	return m, nil
+}
+
+// OwnedMismatch compares what a client sets (set) with the list it publishes of the properties it owns (listed):
+// keys it sets without listing them, and listed keys it does not set that are not among aliases. Both must be
+// empty: the processor refuses exactly the listed keys in its configuration.
+func OwnedMismatch(set, listed map[string]string, aliases ...string) (unlisted, unset []string) {
+	for k := range set {
+		if _, ok := listed[k]; !ok {
+			unlisted = append(unlisted, k)
+		}
+	}
+	for k := range listed {
+		if _, ok := set[k]; !ok && !slices.Contains(aliases, k) {
+			unset = append(unset, k)
+		}
+	}
+	slices.Sort(unlisted)
+	slices.Sort(unset)
+	return unlisted, unset
 }
 
 // Log writes one of librdkafka's log lines to log as a structured record.
