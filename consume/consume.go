@@ -487,17 +487,29 @@ func (c *Consumer) budgetLeft(budgets, used map[stream.TopicPartition]int64, lim
 func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPartition]int64, maxRecords int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Consecutive records are mostly of one partition: its state is looked up once per run of them, and what the
+	// run took is written back at its end, instead of map operations per record.
 	var (
-		tp    stream.TopicPartition
-		owned bool
+		tp      stream.TopicPartition
+		owned   bool
+		left    int64 // what the partition's budget still allows
+		took    int64 // records of the run taken into the batch
+		carried bool  // the partition has records carried over: later ones must queue behind them
 	)
+	endRun := func() {
+		if took > 0 {
+			used[tp] += took
+		}
+	}
 	for i := range recs {
 		r := &recs[i]
 		if i == 0 || r.Topic != tp.Topic || r.Partition != tp.Partition {
-			// Consecutive records are mostly of one partition: look its state up once per run.
+			endRun()
 			tp = r.TopicPartition()
+			took = 0
 			owned = c.assigned[tp] && !c.revokedInCall[tp]
 			if owned {
+				left, carried = budgets[tp]-used[tp], len(c.carry[tp]) > 0
 				if _, ok := c.firstSeen[tp]; !ok {
 					c.firstSeen[tp] = r.Offset
 					c.log.Debug("first record since the partition was assigned", "partition", tp.String(), "offset", r.Offset)
@@ -513,9 +525,9 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 			// again from the committed offset.
 			continue
 		}
-		if used[tp] < budgets[tp] && len(c.pending) < maxRecords && len(c.carry[tp]) == 0 {
+		if took < left && len(c.pending) < maxRecords && !carried {
 			c.pending = append(c.pending, *r)
-			used[tp]++
+			took++
 			continue
 		}
 		// Over budget: carried to the next batch. Pausing would stop the fetching, but it also throws away what
@@ -523,6 +535,7 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 		// long-poll, which costs a backlogged partition a whole batch interval. So a partition is paused only once
 		// it is a maxCarry ahead of the others. When every partition used its budget, assembly simply stops
 		// polling and the prefetched records wait in librdkafka's bounded queue.
+		carried = true
 		c.carry[tp] = append(c.carry[tp], *r)
 		if len(c.carry[tp]) >= maxCarry {
 			if err := c.pause(tp); err != nil {
@@ -530,6 +543,7 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 			}
 		}
 	}
+	endRun()
 	return nil
 }
 

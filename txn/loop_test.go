@@ -838,3 +838,13 @@ func TestABatchIsHeldWhileTheTransactionItWaitsForRuns(t *testing.T) {
 		t.Error("the serial loop set a batch hold")
 	}
 }
+
+func TestSummarizeCountsAndEndsEachPartition(t *testing.T) {
+	offsets, perPartition := summarize([]stream.Record{rec(0, 10), rec(0, 11), rec(1, 3), rec(0, 12), rec(1, 2)})
+	if want := (map[stream.TopicPartition]int64{p0: 13, p1: 4}); !maps.Equal(offsets, want) {
+		t.Errorf("offsets = %v, want %v", offsets, want)
+	}
+	if want := (map[stream.TopicPartition]int64{p0: 3, p1: 2}); !maps.Equal(perPartition, want) {
+		t.Errorf("records per partition = %v, want %v", perPartition, want)
+	}
+}

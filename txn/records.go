@@ -184,17 +184,27 @@ func (l *Loop) deadLetter(r stream.Record, err error) stream.Record {
 // must stay as they are.
 func summarize(in []stream.Record) (offsets, perPartition map[stream.TopicPartition]int64) {
 	offsets, perPartition = map[stream.TopicPartition]int64{}, map[stream.TopicPartition]int64{}
-	var tp stream.TopicPartition
+	// Consecutive records are mostly of one partition: the maps are updated once per run of them.
+	var (
+		tp         stream.TopicPartition
+		count, end int64
+	)
+	endRun := func() {
+		if count > 0 {
+			perPartition[tp] += count
+			offsets[tp] = max(offsets[tp], end)
+		}
+	}
 	for i := range in {
 		r := &in[i]
 		if i == 0 || r.Topic != tp.Topic || r.Partition != tp.Partition {
-			tp = r.TopicPartition() // consecutive records are mostly of one partition
+			endRun()
+			tp, count, end = r.TopicPartition(), 0, 0
 		}
-		perPartition[tp]++
-		if next := r.Offset + 1; next > offsets[tp] {
-			offsets[tp] = next
-		}
+		count++
+		end = max(end, r.Offset+1)
 	}
+	endRun()
 	return offsets, perPartition
 }
 
