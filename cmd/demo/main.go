@@ -146,6 +146,16 @@ func run(ctx context.Context, records, kills int) error {
 
 // finish scrapes the processor's metrics, stops it with SIGTERM and prints the verifier's verdict.
 func finish(ctx context.Context, cluster *testcontainers.Cluster, proc *procrun.Instance) error {
+	// A processor restarted at the very end (a short run) may still be starting: a SIGTERM before it has set up
+	// its signal handling would kill it outright instead of stopping it cleanly.
+	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := testcontainers.WaitFor(readyCtx, "the processor to be ready", func(ctx context.Context) (bool, error) {
+		return proc.Ready(ctx), nil
+	})
+	if err != nil {
+		return err
+	}
 	for _, name := range []string{"eosproc_transactions_committed_total", "eosproc_transactions_aborted_total", "eosproc_records_out_total"} {
 		if v, err := proc.Metric(ctx, name); err == nil {
 			step("metric %s (this last run) = %.0f", name, v)
