@@ -166,16 +166,23 @@ func (f *costFit) add(n, p float64) {
 
 func (f *costFit) mean() (n, p float64) { return f.n / f.w, f.p / f.w }
 
+// slope is the fitted cost per record and the variance of the batch sizes, once the sizes are spread enough
+// to tell anything (ok).
+func (f *costFit) slope() (slope, variance float64, ok bool) {
+	meanN, meanP := f.mean()
+	variance = f.nn/f.w - meanN*meanN
+	if variance < minSpread*minSpread*meanN*meanN {
+		return 0, 0, false
+	}
+	return (f.np/f.w - meanN*meanP) / variance, variance, true
+}
+
 // flat reports whether the batch sizes are spread enough to tell, and the time does not measurably grow
 // with the size: a cost that is all fixed.
 func (f *costFit) flat(noise float64) bool {
-	meanN, meanP := f.mean()
-	variance := f.nn/f.w - meanN*meanN
-	if variance < minSpread*minSpread*meanN*meanN {
-		return false
-	}
-	slope := (f.np/f.w - meanN*meanP) / variance
-	return slope*math.Sqrt(variance) < max(noiseMargin*noise, changeTolerance/2)*meanP
+	_, meanP := f.mean()
+	slope, variance, ok := f.slope()
+	return ok && slope*math.Sqrt(variance) < max(noiseMargin*noise, changeTolerance/2)*meanP
 }
 
 // intercept is the fixed cost of the fitted line when it means something: the batch sizes are
@@ -184,12 +191,8 @@ func (f *costFit) flat(noise float64) bool {
 // batch can cost; maxStep keeps such a plant from being extrapolated far.
 func (f *costFit) intercept(noise float64) (float64, bool) {
 	meanN, meanP := f.mean()
-	variance := f.nn/f.w - meanN*meanN
-	if variance < minSpread*minSpread*meanN*meanN {
-		return 0, false
-	}
-	slope := (f.np/f.w - meanN*meanP) / variance
-	if slope <= 0 || slope*math.Sqrt(variance) < noiseMargin*noise*meanP {
+	slope, variance, ok := f.slope()
+	if !ok || slope <= 0 || slope*math.Sqrt(variance) < noiseMargin*noise*meanP {
 		return 0, false
 	}
 	return max(0, meanP-slope*meanN), true

@@ -65,9 +65,9 @@ type Config struct {
 	OnFatal func(error)
 }
 
-// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close must be called
-// from one goroutine (the loop); Assigned, GroupMetadata, CommitOffsets and OffsetResets may be called from any
-// (the loop's transactions run beside its next assembly).
+// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close
+// must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined, CommitOffsets and OffsetResets
+// may be called from any (the loop's transactions run beside its next assembly, /readyz beside both).
 type Consumer struct {
 	k         *librdkafka.Consumer
 	log       *slog.Logger

@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -90,8 +91,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer stop()
 	settle, stopSettle := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSettle()
-	go l.cancelAfter(ctx, work, l.ShutdownTimeout, stop)
-	go l.cancelAfter(work, settle, l.TransactionTimeout, stopSettle)
+	go cancelAfter(ctx, work, l.ShutdownTimeout, stop)
+	go cancelAfter(work, settle, l.TransactionTimeout, stopSettle)
 
 	// Before the first transaction: fence any previous incarnation with our transactional.id and settle the
 	// transaction it may have left open, or its outputs could become visible after ours.
@@ -137,7 +138,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 		// An aborted transaction takes the batch assembled beside it along: the rewind reads both again.
-		if ab := cmpOr(asAbortable(settled), asAbortable(err)); ab != nil {
+		if ab := cmp.Or(asAbortable(settled), asAbortable(err)); ab != nil {
 			if err := l.recover(ctx, work, ab, aborts); err != nil {
 				return err
 			}
@@ -160,7 +161,7 @@ func (l *Loop) Run(ctx context.Context) error {
 }
 
 // cancelAfter calls cancel d after parent ends, unless ctx (which cancel ends) ended first.
-func (l *Loop) cancelAfter(parent, ctx context.Context, d time.Duration, cancel context.CancelFunc) {
+func cancelAfter(parent, ctx context.Context, d time.Duration, cancel context.CancelFunc) {
 	select {
 	case <-parent.Done():
 	case <-ctx.Done():
@@ -173,14 +174,6 @@ func (l *Loop) cancelAfter(parent, ctx context.Context, d time.Duration, cancel 
 		cancel()
 	case <-ctx.Done():
 	}
-}
-
-// cmpOr returns the first of a and b that is not nil.
-func cmpOr(a, b *abortable) *abortable {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func (l *Loop) defaults() {
