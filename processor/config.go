@@ -51,6 +51,7 @@ type Config struct {
 	ProcessingGuarantee string `env:"PROCESSING_GUARANTEE" envDefault:"exactly_once" help:"exactly_once (transactions) or at_least_once (produce, flush, then commit offsets; duplicates after a crash). Kafka Streams: processing.guarantee."`
 
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080" help:"Listen address for /metrics, /healthz and /readyz."`
+	PprofAddr       string        `env:"PPROF_ADDR" defaultDoc:"off" help:"Listen address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty. Kept off the HTTP_ADDR port so probes and scrapes never reach it; bind it to loopback and port-forward."`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" help:"On SIGTERM/SIGINT, how long the batch in flight may take to commit before it is aborted."`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error. Logs are JSON on stderr."`
 
@@ -345,6 +346,13 @@ func (c *Config) validate() error {
 	}
 	if err := checkHostPort(c.HTTPAddr, true); err != nil {
 		bad("HTTP_ADDR", "%q: %v; write [host]:port, e.g. :8080 or 127.0.0.1:8080", c.HTTPAddr, err)
+	}
+	if c.PprofAddr != "" {
+		if err := checkHostPort(c.PprofAddr, true); err != nil {
+			bad("PPROF_ADDR", "%q: %v; write [host]:port, e.g. 127.0.0.1:6060, or leave it empty for no profiler", c.PprofAddr, err)
+		} else if c.PprofAddr == c.HTTPAddr && !strings.HasSuffix(c.PprofAddr, ":0") {
+			bad("PPROF_ADDR", "%q: the same address as PROCESSOR_HTTP_ADDR; the profiler needs its own port", c.PprofAddr)
+		}
 	}
 	if c.DedupeWindow <= 0 {
 		bad("DEDUPE_WINDOW", "%s: must be positive", c.DedupeWindow)

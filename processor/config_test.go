@@ -95,6 +95,8 @@ func TestBadConfigNamesTheVariable(t *testing.T) {
 		{"transaction timeout beyond the consumer's limit", []string{"PROCESSOR_TRANSACTION_TIMEOUT=13h"}, "PROCESSOR_TRANSACTION_TIMEOUT: 13h0m0s: too long"},
 		{"http address", []string{"PROCESSOR_HTTP_ADDR=notanaddr"}, `PROCESSOR_HTTP_ADDR: "notanaddr": not host:port`},
 		{"http port", []string{"PROCESSOR_HTTP_ADDR=:http"}, `PROCESSOR_HTTP_ADDR: ":http": port "http" is not a number`},
+		{"pprof address", []string{"PROCESSOR_PPROF_ADDR=6060"}, `PROCESSOR_PPROF_ADDR: "6060": not host:port`},
+		{"pprof on the probes' port", []string{"PROCESSOR_HTTP_ADDR=:9000", "PROCESSOR_PPROF_ADDR=:9000"}, `PROCESSOR_PPROF_ADDR: ":9000": the same address as PROCESSOR_HTTP_ADDR`},
 		{"negative dedupe window", []string{"PROCESSOR_DEDUPE_WINDOW=-1h"}, "PROCESSOR_DEDUPE_WINDOW: -1h0m0s: must be positive"},
 		{"negative dedupe entries", []string{"PROCESSOR_DEDUPE_MAX_ENTRIES=-5"}, "PROCESSOR_DEDUPE_MAX_ENTRIES: -5: must be at least 1"},
 		{"rate not a number", []string{"PROCESSOR_BACKPRESSURE_INITIAL_RATE=NaN"}, "PROCESSOR_BACKPRESSURE_INITIAL_RATE: NaN: must be a number"},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"syscall"
 	"time"
@@ -61,6 +62,16 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+	}
+
+	if cfg.PprofAddr != "" {
+		pln, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on PROCESSOR_PPROF_ADDR %q: %w", cfg.PprofAddr, err)
+		}
+		log.Info("serving Go's profiler at /debug/pprof/", "addr", pln.Addr().String())
+		defer servePprof(pln, log)()
 	}
 
 	// The run ends early, with the cause as its error, when a client fails for good or a login keeps failing.
@@ -230,7 +241,37 @@ func explain(err error, transactionalID string, cfg Config) error {
 	return err
 }
 
-func handler(reg *prometheus.Registry, loop *txn.Loop, consumer *consume.Consumer, stale time.Duration) http.Handler {
+// servePprof serves Go's profiler on its own listener, so the probes' and scrapes' port never exposes it.
+func servePprof(ln net.Listener, log *slog.Logger) (stop func()) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// No write timeout: a CPU profile or trace streams for as long as its seconds parameter asks.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server stopped", "error", err)
+		}
+	}()
+	return func() { _ = srv.Close() }
+}
+
+// loopProgress is what the probes ask of the loop.
+type loopProgress interface {
+	LastIteration() time.Time // when the loop last went round, or the time it started
+	Initialized() bool        // the producer has fenced its predecessors
+}
+
+// groupMember is what the readiness probe asks of the consumer.
+type groupMember interface {
+	Joined() bool
+}
+
+// handler serves /metrics from reg, /healthz (the loop went round within stale) and /readyz.
+func handler(reg *prometheus.Registry, loop loopProgress, consumer groupMember, stale time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	// Read-only endpoints: GET and HEAD only (the patterns' method), anything else is 405.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -1,0 +1,96 @@
+package processor
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type fakeLoop struct {
+	last        time.Time
+	initialized bool
+}
+
+func (f fakeLoop) LastIteration() time.Time { return f.last }
+func (f fakeLoop) Initialized() bool        { return f.initialized }
+
+type fakeMember bool
+
+func (f fakeMember) Joined() bool { return bool(f) }
+
+func TestProbes(t *testing.T) {
+	const stale = time.Minute
+	now := time.Now()
+	tests := []struct {
+		name     string
+		loop     fakeLoop
+		joined   bool
+		path     string
+		method   string
+		wantCode int
+		wantBody string
+	}{
+		{"healthy", fakeLoop{last: now, initialized: true}, true, "/healthz", http.MethodGet, 200, "ok"},
+		{"healthy while not yet initialized", fakeLoop{last: now}, false, "/healthz", http.MethodGet, 200, "ok"},
+		{"stuck", fakeLoop{last: now.Add(-2 * stale), initialized: true}, true, "/healthz", http.MethodGet, 503, "loop stuck: no progress for 2m"},
+		{"head on a probe", fakeLoop{last: now}, false, "/healthz", http.MethodHead, 200, ""},
+		{"post on a probe", fakeLoop{last: now}, false, "/healthz", http.MethodPost, 405, ""},
+		{"not ready before fencing", fakeLoop{last: now}, true, "/readyz", http.MethodGet, 503, "producer not initialized"},
+		{"not ready outside the group", fakeLoop{last: now, initialized: true}, false, "/readyz", http.MethodGet, 503, "not yet a member of the consumer group"},
+		{"ready", fakeLoop{last: now, initialized: true}, true, "/readyz", http.MethodGet, 200, "ok"},
+		{"metrics", fakeLoop{last: now}, false, "/metrics", http.MethodGet, 200, "eosproc_probe_test"},
+		{"no profiler beside the probes", fakeLoop{last: now}, false, "/debug/pprof/", http.MethodGet, 404, ""},
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "eosproc_probe_test", Help: "A series the test looks for."}))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			handler(reg, tt.loop, fakeMember(tt.joined), stale).ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+			if rec.Code != tt.wantCode {
+				t.Fatalf("%s %s: status %d, want %d (body %q)", tt.method, tt.path, rec.Code, tt.wantCode, rec.Body)
+			}
+			if !strings.Contains(rec.Body.String(), tt.wantBody) {
+				t.Errorf("%s %s: body %q, want it to contain %q", tt.method, tt.path, rec.Body, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestPprofIsServedOnItsOwnListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := servePprof(ln, slog.New(slog.DiscardHandler))
+	defer stop()
+	base := "http://" + ln.Addr().String()
+	resp, err := http.Get(base + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile:") {
+		t.Fatalf("GET goroutine profile: status %d, body %.200q", resp.StatusCode, body)
+	}
+	resp, err = http.Post(base+"/debug/pprof/symbol", "text/plain", strings.NewReader("0x0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /debug/pprof/symbol: status %d, want 405 (read-only)", resp.StatusCode)
+	}
+	stop()
+	if _, err := http.Get(base + "/debug/pprof/"); err == nil {
+		t.Error("the profiler still answers after stop")
+	}
+}
