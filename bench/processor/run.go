@@ -472,21 +472,23 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// offsetWatch reads a group's committed offsets on one topic with one long-lived admin client: a client per
-// poll (kafkatest.Lag) costs a connection and a metadata round trip each time, which at five polls a second
-// would be load the benchmark adds to the machine it measures.
+// offsetWatch reads a group's committed offsets on one topic with one long-lived client: a client per poll
+// (kafkatest.Lag) costs a connection and a metadata round trip each time, which at five polls a second would be
+// load the benchmark adds to the machine it measures. The client is a consumer of the group that never
+// subscribes, not an admin client: librdkafka's ListConsumerGroupOffsets crashes the process when it meets a
+// coordinator still loading the group (librdkafka issue 5040), which a benchmark's fresh group often is.
 type offsetWatch struct {
-	admin *kafka.AdminClient
-	group string
-	parts []kafka.TopicPartition
+	consumer *kafka.Consumer
+	parts    []kafka.TopicPartition
 }
 
 func newOffsetWatch(bootstrap, group, topic string) (*offsetWatch, error) {
-	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 3})
+	consumer, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": group,
+		"enable.auto.commit": false, "log_level": 3})
 	if err != nil {
 		return nil, err
 	}
-	w := &offsetWatch{admin: admin, group: group}
+	w := &offsetWatch{consumer: consumer}
 	for p := range partitions {
 		w.parts = append(w.parts, kafka.TopicPartition{Topic: &topic, Partition: int32(p)})
 	}
@@ -496,14 +498,15 @@ func newOffsetWatch(bootstrap, group, topic string) (*offsetWatch, error) {
 // committed is the sum of the group's committed offsets: the records it has processed, since the backlog's
 // topics start at offset 0. Offsets of a transaction not yet committed are not counted.
 func (w *offsetWatch) committed(ctx context.Context) (int64, error) {
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := w.admin.ListConsumerGroupOffsets(qctx, []kafka.ConsumerGroupTopicPartitions{{Group: w.group, Partitions: w.parts}})
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	offsets, err := w.consumer.Committed(w.parts, 5000)
 	if err != nil {
 		return 0, err
 	}
 	var sum int64
-	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+	for _, tp := range offsets {
 		if tp.Offset >= 0 {
 			sum += int64(tp.Offset)
 		}
@@ -511,7 +514,7 @@ func (w *offsetWatch) committed(ctx context.Context) (int64, error) {
 	return sum, nil
 }
 
-func (w *offsetWatch) close() { w.admin.Close() }
+func (w *offsetWatch) close() { w.consumer.Close() }
 
 // procStats reads a process's CPU time (user+system) and peak resident set (VmHWM) from /proc, in seconds and
 // bytes. It must be called before the process exits.

@@ -248,18 +248,18 @@ func Records(topic string, partitions, first, n, valueSize int) []*kafka.Message
 // Lag is how many records of topics the group has not committed yet: per partition, the high watermark minus
 // the committed offset (minus the low watermark when nothing is committed). Zero means caught up.
 func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, error) {
-	// The consumer handle answers watermark queries; the admin client on top of it reads committed offsets.
-	handle, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "kafkatest-lag", "log_level": 3})
+	// A consumer of the group that never subscribes (so never joins it) reads the committed offsets through its
+	// group coordinator and answers watermark queries. Not the admin client's ListConsumerGroupOffsets: librdkafka
+	// (issue 5040, still in 2.11) crashes the process when that request meets a coordinator that moved or is still
+	// loading the group, as a group seen for the first time often is. The offsets read are those of committed
+	// transactions; a pending transaction's are not seen (nor waited for: the consumer is not read_committed).
+	handle, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": group,
+		"enable.auto.commit": false, "log_level": 3})
 	if err != nil {
 		return 0, fmt.Errorf("lag of group %q: create consumer: %w", group, err)
 	}
 	defer handle.Close()
-	admin, err := kafka.NewAdminClientFromConsumer(handle)
-	if err != nil {
-		return 0, fmt.Errorf("lag of group %q: create admin client: %w", group, err)
-	}
-	defer admin.Close()
-	md, err := admin.GetMetadata(nil, true, 10000)
+	md, err := handle.GetMetadata(nil, true, 10000)
 	if err != nil {
 		return 0, fmt.Errorf("lag of group %q: metadata: %w", group, err)
 	}
@@ -273,13 +273,12 @@ func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, 
 			partitions = append(partitions, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
 		}
 	}
-	res, err := admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: partitions}},
-		kafka.SetAdminRequireStableOffsets(true))
+	committed, err := committedOffsets(ctx, handle, partitions)
 	if err != nil {
-		return 0, fmt.Errorf("lag of group %q: committed offsets: %w", group, err)
+		return 0, fmt.Errorf("lag of group %q: %w", group, err)
 	}
 	var lag int64
-	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+	for _, tp := range committed {
 		low, high, err := handle.QueryWatermarkOffsets(*tp.Topic, tp.Partition, 10000)
 		if err != nil {
 			return 0, fmt.Errorf("lag of group %q: watermarks of %s: %w", group, tp, err)
@@ -291,4 +290,17 @@ func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, 
 		lag += high - committed
 	}
 	return lag, nil
+}
+
+// committedOffsets asks handle's group coordinator, waiting at most until ctx's deadline (or 10 s).
+func committedOffsets(ctx context.Context, handle *kafka.Consumer, partitions []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	offsets, err := handle.Committed(partitions, int(timeout.Milliseconds()))
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets: %w", err)
+	}
+	return offsets, nil
 }
