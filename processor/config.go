@@ -21,6 +21,7 @@ import (
 
 	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
+	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/produce"
 )
 
@@ -114,7 +115,7 @@ func (p *Properties) UnmarshalText(text []byte) error {
 		k, v, ok := strings.Cut(entry, "=")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
-			if looksSecret(entry) {
+			if rdkafka.IsSecret(entry) {
 				return fmt.Errorf("an entry that may hold a secret (not shown) is not key=value (write key=value;key=value)")
 			}
 			return fmt.Errorf("entry %q is not key=value (write key=value;key=value)", entry)
@@ -262,7 +263,7 @@ func parseProblems(err error, vars map[string]string, unparsed map[string]bool) 
 		}
 		unparsed[name] = true
 		value := vars[name]
-		if f.typ == reflect.TypeFor[Secret]() || looksSecret(value) {
+		if f.typ == reflect.TypeFor[Secret]() || rdkafka.IsSecret(value) {
 			value = redacted
 		}
 		out = append(out, fmt.Sprintf("%s=%q: %s", name, value, what))
@@ -541,9 +542,6 @@ func clientProperties(layers ...Properties) map[string]string {
 	return m
 }
 
-// secretMarkers flag property keys whose values must never be logged.
-var secretMarkers = []string{"password", "secret", "sasl.jaas", "sasl.oauthbearer.config", "key.pem", "keystore", "token", "credential", "private"}
-
 // LogValue is the configuration as logged at start: JSON-friendly, with secret property values redacted.
 func (c Config) LogValue() map[string]any {
 	out := map[string]any{}
@@ -553,11 +551,8 @@ func (c Config) LogValue() map[string]any {
 			red := map[string]string{}
 			for k, val := range props {
 				red[k] = val
-				lk := strings.ToLower(k)
-				for _, m := range secretMarkers {
-					if strings.Contains(lk, m) {
-						red[k] = "[redacted]"
-					}
+				if rdkafka.IsSecret(k) {
+					red[k] = redacted
 				}
 			}
 			v = red

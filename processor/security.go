@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/eosproc/eosproc/internal/rdkafka"
 )
 
 // Secret is a configuration value that must never be shown: every way of printing it (fmt's verbs, slog, JSON,
@@ -172,24 +174,12 @@ func (c *Config) validateSecurity(bad func(key, format string, args ...any)) {
 	}
 }
 
-// looksSecret reports whether a property key or a raw variable value may hold a secret, by the markers that
-// flag secret librdkafka properties; such values are left out of error messages.
-func looksSecret(s string) bool {
-	ls := strings.ToLower(s)
-	for _, m := range secretMarkers {
-		if strings.Contains(ls, m) {
-			return true
-		}
-	}
-	return false
-}
-
 // redacted returns the properties with the values of secret-looking keys replaced.
 func (p Properties) redacted() map[string]string {
 	out := make(map[string]string, len(p))
 	for k, v := range p {
 		out[k] = v
-		if looksSecret(k) {
+		if rdkafka.IsSecret(k) {
 			out[k] = redacted
 		}
 	}

@@ -5,10 +5,11 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/eosproc/eosproc/internal/procrun"
 )
 
 func TestHelpPrintsEveryVariableAndExitsZero(t *testing.T) {
@@ -43,9 +44,9 @@ func TestUnexpectedArgumentExitsTwo(t *testing.T) {
 
 // TestBinaryExitCodes runs the built binary, as a supervisor would.
 func TestBinaryExitCodes(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "processor")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := procrun.Build(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		args []string

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 typedef struct rd_kafka_s rd_kafka_t;
@@ -89,6 +90,7 @@ rd_kafka_conf_t *rd_kafka_conf_new(void);
 void rd_kafka_conf_destroy(rd_kafka_conf_t *conf);
 int rd_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr, size_t errstr_size);
 void rd_kafka_conf_set_opaque(rd_kafka_conf_t *conf, void *opaque);
+void rd_kafka_conf_properties_show(FILE *fp);
 void rd_kafka_conf_set_rebalance_cb(rd_kafka_conf_t *conf,
                                     void (*rebalance_cb)(rd_kafka_t *rk, int err,
                                                          rd_kafka_topic_partition_list_t *partitions, void *opaque));

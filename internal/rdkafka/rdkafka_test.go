@@ -31,3 +31,15 @@ func TestPropertiesRefuseOwnedAndRefusedKeys(t *testing.T) {
 		t.Errorf("Properties = %v, %v; want both the owned and the pass-through key", m, err)
 	}
 }
+
+func TestIsSecret(t *testing.T) {
+	for s, want := range map[string]bool{
+		"sasl.password": true, "SASL.PASSWORD": true, "ssl.ca.pem": true, "sasl.username": true,
+		"sasl.jaas.config": true, "ssl.truststore.password": true, "sasl.password:hunter2": true,
+		"client.id": false, "ssl.ca.location": false, "linger.ms": false, "bootstrap.servers": false,
+	} {
+		if got := IsSecret(s); got != want {
+			t.Errorf("IsSecret(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
