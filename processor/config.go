@@ -21,6 +21,7 @@ import (
 
 	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
+	"github.com/eosproc/eosproc/internal/librdkafka"
 	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/produce"
 )
@@ -430,6 +431,12 @@ func (c *Config) validate() error {
 		for _, k := range slices.Sorted(maps.Keys(props)) {
 			if why := ownedBy(key, k); why != "" {
 				bad(key, "%q cannot be set here: %s", k, why)
+			} else if err := librdkafka.CheckProperty(k, props[k]); err != nil {
+				if rdkafka.IsSecret(k) && strings.Contains(err.Error(), props[k]) {
+					bad(key, "librdkafka refuses the value of %q (not shown: it may be a secret)", k)
+				} else {
+					bad(key, "%v; librdkafka's properties are listed in its CONFIGURATION.md", err)
+				}
 			}
 		}
 	}

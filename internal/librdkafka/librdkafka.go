@@ -16,7 +16,8 @@
 //
 // confluent-kafka-go remains the source of librdkafka: the prototypes are declared in decl.h and resolve at the final
 // link against the archive it bundles (the blank import below makes sure it is linked), and TestDeclarations
-// MatchTheBundledHeader pins them to that version. Nothing outside packages consume and produce imports this one.
+// MatchTheBundledHeader pins them to that version. Nothing outside packages consume and produce imports this one,
+// but the processor's configuration check, which asks librdkafka about pass-through properties (CheckProperty).
 package librdkafka
 
 /*
@@ -27,6 +28,7 @@ package librdkafka
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"runtime/cgo"
 	"sort"
@@ -35,6 +37,21 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
+
+// CheckProperty asks librdkafka whether it knows the client property name and accepts value for it (type, range,
+// enumeration), without creating a client. Checks that need the whole configuration or files come at creation.
+func CheckProperty(name, value string) error {
+	conf := C.rd_kafka_conf_new()
+	defer C.rd_kafka_conf_destroy(conf)
+	cname, cvalue := C.CString(name), C.CString(value)
+	defer C.free(unsafe.Pointer(cname))
+	defer C.free(unsafe.Pointer(cvalue))
+	var errstr [512]C.char
+	if C.rd_kafka_conf_set(conf, cname, cvalue, &errstr[0], C.size_t(len(errstr))) != 0 {
+		return errors.New(strings.TrimSpace(C.GoString(&errstr[0])))
+	}
+	return nil
+}
 
 // Version is librdkafka's version as an integer (0xMMmmrrxx).
 func Version() int { return int(C.rd_kafka_version()) }
