@@ -1,11 +1,15 @@
 package dedupe
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/rdkafka"
 )
 
 // KafkaRestorer reads changelog partitions with read_committed: only what committed transactions wrote, which is
@@ -13,6 +17,8 @@ import (
 type KafkaRestorer struct {
 	// Config is the client configuration (bootstrap servers, TLS, SASL); the restorer adds what it needs.
 	Config kafka.ConfigMap
+	// Log receives librdkafka's log lines of the restore clients; nil means slog.Default().
+	Log *slog.Logger
 }
 
 // Restore reads topic[partition] from its beginning to its last stable offset.
@@ -25,11 +31,13 @@ func (r *KafkaRestorer) Restore(ctx context.Context, topic string, partition int
 	cfg["isolation.level"] = "read_committed"
 	cfg["enable.auto.commit"] = false
 	cfg["enable.partition.eof"] = true
+	rdkafka.ForwardLogs(cfg)
 	c, err := kafka.NewConsumer(&cfg)
 	if err != nil {
 		return 0, fmt.Errorf("create restore consumer: %w", err)
 	}
 	defer c.Close()
+	rdkafka.Forward(cmp.Or(r.Log, slog.Default()).With("component", "dedupe-restore"), c.Logs())
 	if err := growIfNeeded(ctx, c, topic, partition); err != nil {
 		return 0, err
 	}

@@ -34,8 +34,14 @@ type Stage struct {
 	touched map[stream.TopicPartition]*Store
 }
 
+// restoreProgressEvery is how many changelog records a restore reads between progress reports.
+const restoreProgressEvery = 1000
+
 // Observer receives what a Stage does, for metrics.
 type Observer interface {
+	// RestoreProgress is called while a partition's state is read, with the records read since the last call
+	// (every restoreProgressEvery records and at the end): a long restore is work, not a stuck loop.
+	RestoreProgress(tp stream.TopicPartition, records int)
 	Restored(tp stream.TopicPartition, records int, took time.Duration)
 	Dropped(tp stream.TopicPartition, duplicates int)
 	Entries(tp stream.TopicPartition, entries int)
@@ -102,7 +108,20 @@ func (s *Stage) store(ctx context.Context, tp stream.TopicPartition) (*Store, er
 	}
 	topic := s.ChangelogTopic(tp.Topic)
 	start := time.Now()
-	n, err := s.Restorer.Restore(ctx, topic, tp.Partition, st.RestoreRecord)
+	apply, unreported := st.RestoreRecord, 0
+	if s.Observer != nil {
+		apply = func(key, value []byte) error {
+			if unreported++; unreported == restoreProgressEvery {
+				s.Observer.RestoreProgress(tp, unreported)
+				unreported = 0
+			}
+			return st.RestoreRecord(key, value)
+		}
+	}
+	n, err := s.Restorer.Restore(ctx, topic, tp.Partition, apply)
+	if s.Observer != nil && unreported > 0 {
+		s.Observer.RestoreProgress(tp, unreported)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore de-duplication state of %s from %s[%d]: %w", tp, topic, tp.Partition, err)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/eosproc/eosproc/internal/kafkatest"
+	"github.com/eosproc/eosproc/internal/procrun"
 )
 
 // dedupeInput writes the identities [first, first+n) of a phase, each once, plus dups duplicates of identities
@@ -56,6 +58,8 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 		"PROCESSOR_DEDUPE_IDENTITY":      "key",
 		"PROCESSOR_MAX_BATCH_RECORDS":    "2000",
 		"PROCESSOR_TEST_COST_PER_RECORD": "100us",
+		// Every client logs its configuration once at creation: lines that must reach the JSON log (checked below).
+		"PROCESSOR_KAFKA_PROPERTIES": "debug=conf",
 	}
 	killed := f.start("d0", extra)
 	leaver := f.start("d1", extra)
@@ -122,6 +126,22 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 	}
 	if dlq, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq); err != nil || len(dlq[0]) != 0 {
 		t.Fatalf("dead-letter topic: %d records, %v; want none", len(dlq[0]), err)
+	}
+	// The de-duplication admin and restore clients log through the processor's JSON log, like the others.
+	for _, in := range []*procrun.Instance{killed, leaver} {
+		lines := strings.Split(strings.TrimSpace(in.Log()), "\n")
+		restoreLogged := false
+		for i, line := range lines {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Errorf("%s log line %d is not JSON: %q", in.Name, i+1, line)
+				continue
+			}
+			restoreLogged = restoreLogged || strings.HasPrefix(fmt.Sprint(e["component"]), "dedupe-")
+		}
+		if !restoreLogged {
+			t.Errorf("%s: no librdkafka line of the de-duplication clients in the log", in.Name)
+		}
 	}
 }
 

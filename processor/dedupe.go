@@ -3,13 +3,17 @@ package processor
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eosproc/eosproc/dedupe"
+	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/txn"
 )
@@ -19,34 +23,45 @@ func changelogTopic(appID, input string) string { return appID + "-dedupe-" + in
 
 // newDedupe builds the de-duplication stage, creating the changelog topics when missing; a nil interface (not a
 // nil *Stage, which the loop would call) when PROCESSOR_DEDUPE_IDENTITY is not set.
-func newDedupe(ctx context.Context, cfg Config, reg prometheus.Registerer) (txn.Deduplicator, error) {
+func newDedupe(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.Logger) (txn.Deduplicator, *dedupeMetrics, error) {
 	if cfg.DedupeIdentity == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	spec, err := dedupe.ParseIdentitySpec(cfg.DedupeIdentity)
 	if err != nil {
-		return nil, err // validated with the rest of the config
+		return nil, nil, err // validated with the rest of the config
 	}
 	clientCfg := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers}
 	for k, v := range clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties) {
 		clientCfg[k] = v
 	}
-	admin, err := kafka.NewAdminClient(&clientCfg)
+	// An admin client of its own has no log channel: it is made from a consumer that has one (no group is joined).
+	handleCfg := maps.Clone(clientCfg)
+	handleCfg["group.id"] = cfg.GroupID + "-dedupe-admin"
+	rdkafka.ForwardLogs(handleCfg)
+	handle, err := kafka.NewConsumer(&handleCfg)
 	if err != nil {
-		return nil, fmt.Errorf("de-duplication: create admin client: %w", err)
+		return nil, nil, fmt.Errorf("de-duplication: create admin client: %w", err)
+	}
+	defer handle.Close()
+	rdkafka.Forward(log.With("component", "dedupe-admin"), handle.Logs())
+	admin, err := kafka.NewAdminClientFromConsumer(handle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("de-duplication: create admin client: %w", err)
 	}
 	defer admin.Close()
 	changelogOf := func(input string) string { return changelogTopic(cfg.AppID, input) }
 	if err := dedupe.EnsureChangelogs(ctx, admin, cfg.InputTopics, changelogOf); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	metrics := newDedupeMetrics(reg)
 	return &dedupe.Stage{
 		Identity:       spec,
 		Store:          dedupe.Config{Window: cfg.DedupeWindow, MaxEntries: cfg.DedupeMaxEntries},
 		ChangelogTopic: changelogOf,
-		Restorer:       &dedupe.KafkaRestorer{Config: clientCfg},
-		Observer:       newDedupeMetrics(reg),
-	}, nil
+		Restorer:       &dedupe.KafkaRestorer{Config: clientCfg, Log: log},
+		Observer:       metrics,
+	}, metrics, nil
 }
 
 // dedupeMetrics exports what the stage does. Labels are topic and partition, never identities.
@@ -55,6 +70,8 @@ type dedupeMetrics struct {
 	entries  *prometheus.GaugeVec
 	restored prometheus.Counter
 	restore  prometheus.Histogram
+
+	lastProgress atomic.Int64 // unix nanoseconds of the last restore progress: /healthz counts it as the loop's
 }
 
 func newDedupeMetrics(reg prometheus.Registerer) *dedupeMetrics {
@@ -81,9 +98,21 @@ func labels(tp stream.TopicPartition) []string {
 	return []string{tp.Topic, strconv.Itoa(int(tp.Partition))}
 }
 
-func (m *dedupeMetrics) Restored(_ stream.TopicPartition, records int, took time.Duration) {
+func (m *dedupeMetrics) RestoreProgress(_ stream.TopicPartition, records int) {
 	m.restored.Add(float64(records))
+	m.lastProgress.Store(time.Now().UnixNano())
+}
+
+func (m *dedupeMetrics) Restored(_ stream.TopicPartition, _ int, took time.Duration) {
 	m.restore.Observe(took.Seconds())
+}
+
+// lastRestoreProgress is when a restore last read records; zero time when none did.
+func (m *dedupeMetrics) lastRestoreProgress() time.Time {
+	if ns := m.lastProgress.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 func (m *dedupeMetrics) Dropped(tp stream.TopicPartition, n int) {
@@ -96,4 +125,21 @@ func (m *dedupeMetrics) Entries(tp stream.TopicPartition, n int) {
 
 func (m *dedupeMetrics) Forgotten(tp stream.TopicPartition) {
 	m.entries.DeleteLabelValues(labels(tp)...)
+}
+
+// restoringLoop is the loop as /healthz sees it: reading a partition's de-duplication state, which the loop does
+// inside a batch and may take minutes, is progress too.
+type restoringLoop struct {
+	*txn.Loop
+	restores *dedupeMetrics // nil without de-duplication
+}
+
+func (r restoringLoop) LastIteration() time.Time {
+	last := r.Loop.LastIteration()
+	if r.restores != nil {
+		if p := r.restores.lastRestoreProgress(); p.After(last) {
+			return p
+		}
+	}
+	return last
 }

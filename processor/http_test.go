@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eosproc/eosproc/stream"
+	"github.com/eosproc/eosproc/txn"
 )
 
 type fakeLoop struct {
@@ -92,5 +95,29 @@ func TestPprofIsServedOnItsOwnListener(t *testing.T) {
 	stop()
 	if _, err := http.Get(base + "/debug/pprof/"); err == nil {
 		t.Error("the profiler still answers after stop")
+	}
+}
+
+// A de-duplication restore reading records is progress for /healthz, though the loop's own beat stands still.
+func TestHealthCountsRestoreProgress(t *testing.T) {
+	const stale = time.Minute
+	reg := prometheus.NewRegistry()
+	restores := newDedupeMetrics(reg)
+	loop := &txn.Loop{} // never run: its last beat is long ago
+	h := handler(reg, restoringLoop{loop, restores}, fakeMember(true), stale)
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("before any progress: /healthz %d, want 503", code)
+	}
+	restores.RestoreProgress(stream.TopicPartition{Topic: "in"}, 1000)
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("during a restore: /healthz %d, want 200", code)
+	}
+	if _, metrics := get("/metrics"); !strings.Contains(metrics, "eosproc_dedupe_restored_records_total 1000") {
+		t.Errorf("restored records are not counted during the restore:\n%s", metrics)
 	}
 }

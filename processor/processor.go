@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",
 	}, func() float64 { return float64(consumer.OffsetResets()) }))
 
-	dedupeStage, err := newDedupe(ctx, cfg, reg)
+	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 
 	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
 	stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
-	srv := &http.Server{Handler: handler(reg, loop, consumer, stale), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: handler(reg, restoringLoop{loop, restores}, consumer, stale), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

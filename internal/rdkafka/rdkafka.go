@@ -61,6 +61,20 @@ func Log(log *slog.Logger, e kafka.LogEvent) {
 	log.Log(context.Background(), level(e.Level), e.Message, "client", e.Name, "facility", e.Tag)
 }
 
+// ForwardLogs makes cfg's client send librdkafka's log lines to its Logs channel instead of stderr, where they
+// would break the JSON log; Forward then writes them to log.
+func ForwardLogs(cfg kafka.ConfigMap) { cfg["go.logs.channel.enable"] = true }
+
+// Forward writes the log lines of a client made with ForwardLogs to log until the client is closed (which closes
+// its channel).
+func Forward(log *slog.Logger, logs <-chan kafka.LogEvent) {
+	go func() {
+		for e := range logs {
+			Log(log, e)
+		}
+	}()
+}
+
 // level maps syslog severities, which librdkafka uses, onto slog levels.
 func level(syslog int) slog.Level {
 	switch {
