@@ -60,6 +60,7 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 		"PROCESSOR_TEST_COST_PER_RECORD": "100us",
 		// Every client logs its configuration once at creation: lines that must reach the JSON log (checked below).
 		"PROCESSOR_KAFKA_PROPERTIES": "debug=conf",
+		"PROCESSOR_LOG_LEVEL":        "debug",
 	}
 	killed := f.start("d0", extra)
 	leaver := f.start("d1", extra)
