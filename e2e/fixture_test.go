@@ -63,6 +63,7 @@ type fixtureOptions struct {
 	brokers          int
 	inputPartitions  int
 	outputPartitions int
+	outputConfig     map[string]string      // the output topic's configuration, e.g. max.message.bytes
 	kafka            testcontainers.Options // extra cluster options (listeners, files, broker config); brokers wins
 }
 
@@ -92,7 +93,11 @@ func fixtureOn(t *testing.T, cluster *testcontainers.Cluster, name string, opts 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for topic, partitions := range map[string]int{f.input: opts.inputPartitions, f.output: opts.outputPartitions, f.dlq: 1} {
-		if err := cluster.CreateTopic(ctx, topic, partitions, 0, nil); err != nil {
+		var configs map[string]string
+		if topic == f.output {
+			configs = opts.outputConfig
+		}
+		if err := cluster.CreateTopic(ctx, topic, partitions, 0, configs); err != nil {
 			t.Fatal(err)
 		}
 	}

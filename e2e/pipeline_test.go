@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -188,43 +189,63 @@ func pipelineHeader(m *kafka.Message, name string) string {
 	return ""
 }
 
-// An output the producer would refuse (larger than its message.max.bytes) must not stall the pipeline in an abort
-// loop nor crash it: its input goes to the dead-letter topic, and everything else through, exactly once.
+// An output the producer would refuse (larger than its message.max.bytes) or its topic's brokers would (a record
+// batch above the topic's max.message.bytes, which librdkafka would send and the broker refuse whole, again on
+// every redo) must not stall the pipeline in an abort loop nor crash it: its input goes to the dead-letter topic,
+// and everything else through, exactly once.
 func TestOversizedOutputGoesToDeadLetterTopic(t *testing.T) {
-	f := newFixture(t, fixtureOptions{inputPartitions: 2, outputPartitions: 2})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	const n, bigEvery = 3_000, 100
-	f.produce(ctx, 2, 0, n, func(i int, m *kafka.Message) {
-		pad := 0
-		if i%bigEvery == 3 {
-			pad = 20_000
-		}
-		m.Value = []byte(fmt.Sprintf(`{"id": %d, "pad": %d}`, i, pad))
-	})
-	f.start("p0", map[string]string{
-		"PROCESSOR_MAP":                 `{"id": value.id, "pad": repeat("x", int(value.pad))}`,
-		"PROCESSOR_PRODUCER_PROPERTIES": "message.max.bytes=10000",
-	})
-	f.waitCaughtUp(ctx)
-	f.stopAll()
+	for _, tt := range []struct {
+		name         string
+		outputConfig map[string]string
+		env          map[string]string
+		reason       string
+	}{
+		{name: "above the producer's message.max.bytes", env: map[string]string{"PROCESSOR_PRODUCER_PROPERTIES": "message.max.bytes=10000"},
+			reason: "above the producer's message.max.bytes (10000)"},
+		// The producer's own limit is librdkafka's default (1,000,000): only the topic refuses these records, and
+		// its limit is below librdkafka's batch.size, so ordinary batches of small records would be refused too.
+		{name: "above the output topic's max.message.bytes", outputConfig: map[string]string{"max.message.bytes": "10000"},
+			reason: "above the topic's max.message.bytes (10000)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, fixtureOptions{inputPartitions: 2, outputPartitions: 2, outputConfig: tt.outputConfig})
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			const n, bigEvery = 3_000, 100
+			f.produce(ctx, 2, 0, n, func(i int, m *kafka.Message) {
+				pad := 0
+				if i%bigEvery == 3 {
+					pad = 20_000
+				}
+				m.Value = []byte(fmt.Sprintf(`{"id": %d, "pad": %d}`, i, pad))
+			})
+			env := map[string]string{"PROCESSOR_MAP": `{"id": value.id, "pad": repeat("x", int(value.pad))}`}
+			maps.Copy(env, tt.env)
+			in := f.start("p0", env)
+			f.waitCaughtUp(ctx)
+			f.stopAll()
 
-	r := f.verdict(ctx, false)
-	if !r.OK() || r.DeadLettered != n/bigEvery {
-		t.Fatalf("want %d inputs exactly once, %d of them dead-lettered: %s", n, n/bigEvery, r)
+			r := f.verdict(ctx, false)
+			if !r.OK() || r.DeadLettered != n/bigEvery {
+				t.Fatalf("want %d inputs exactly once, %d of them dead-lettered: %s", n, n/bigEvery, r)
+			}
+			if aborted := strings.Count(in.Log(), "transaction aborted"); aborted > 0 {
+				t.Errorf("%d transactions aborted: the oversized outputs should be caught before their transaction", aborted)
+			}
+			dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range dead[0] {
+				var in struct{ Pad int }
+				if err := json.Unmarshal(m.Value, &in); err != nil || in.Pad == 0 {
+					t.Fatalf("dead letter %q is not one of the oversized records' inputs", m.Value)
+				}
+				if reason := headerOf(m, txn.HeaderError); !strings.Contains(reason, tt.reason) {
+					t.Fatalf("dead letter reason %q does not say %q", reason, tt.reason)
+				}
+			}
+			t.Logf("%d oversized outputs dead-lettered by their inputs, e.g. reason %q", len(dead[0]), headerOf(dead[0][0], txn.HeaderError))
+		})
 	}
-	dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range dead[0] {
-		var in struct{ Pad int }
-		if err := json.Unmarshal(m.Value, &in); err != nil || in.Pad == 0 {
-			t.Fatalf("dead letter %q is not one of the oversized records' inputs", m.Value)
-		}
-		if reason := headerOf(m, txn.HeaderError); !strings.Contains(reason, "too large") || !strings.Contains(reason, "message.max.bytes (10000)") {
-			t.Fatalf("dead letter reason %q does not say the output was above the producer's limit", reason)
-		}
-	}
-	t.Logf("%d oversized outputs dead-lettered by their inputs, e.g. reason %q", len(dead[0]), headerOf(dead[0][0], txn.HeaderError))
 }

@@ -4,16 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eosproc/eosproc/dedupe"
-	"github.com/eosproc/eosproc/internal/rdkafka"
 	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/txn"
 )
@@ -31,25 +28,12 @@ func newDedupe(ctx context.Context, cfg Config, reg prometheus.Registerer, log *
 	if err != nil {
 		return nil, nil, err // validated with the rest of the config
 	}
-	clientCfg := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers}
-	for k, v := range clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties) {
-		clientCfg[k] = v
-	}
-	// An admin client of its own has no log channel: it is made from a consumer that has one (no group is joined).
-	handleCfg := maps.Clone(clientCfg)
-	handleCfg["group.id"] = cfg.GroupID + "-dedupe-admin"
-	rdkafka.ForwardLogs(handleCfg)
-	handle, err := kafka.NewConsumer(&handleCfg)
+	clientCfg := cfg.adminConfig()
+	admin, closeAdmin, err := newAdmin(clientCfg, cfg.GroupID+"-dedupe-admin", "dedupe-admin", log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("de-duplication: create admin client: %w", err)
+		return nil, nil, fmt.Errorf("de-duplication: %w", err)
 	}
-	defer handle.Close()
-	rdkafka.Forward(log.With("component", "dedupe-admin"), handle.Logs())
-	admin, err := kafka.NewAdminClientFromConsumer(handle)
-	if err != nil {
-		return nil, nil, fmt.Errorf("de-duplication: create admin client: %w", err)
-	}
-	defer admin.Close()
+	defer closeAdmin()
 	changelogOf := func(input string) string { return changelogTopic(cfg.AppID, input) }
 	if err := dedupe.EnsureChangelogs(ctx, admin, cfg.InputTopics, changelogOf); err != nil {
 		return nil, nil, err

@@ -78,12 +78,13 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
 
+	limits := outputLimits(runCtx, cfg, log)
 	pcfg := produce.Config{
 		Brokers:            cfg.Brokers,
 		TransactionTimeout: cfg.TransactionTimeout,
 		MessageTimeout:     msgTimeout,
 		GroupID:            cfg.GroupID,
-		Properties:         clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ProducerProperties),
+		Properties:         batchesWithin(limits, clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ProducerProperties), log),
 		Logger:             log,
 		OnError:            watch.observe,
 	}
@@ -150,6 +151,7 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Budgeter:        newRateControl(cfg, reg),
 		Dedupe:          dedupeStage,
 		MaxRecordBytes:  producer.MaxRecordBytes(),
+		TopicMaxBytes:   limits,
 		Serial:          cfg.TestSerialLoop,
 		Faults: txn.Faults{
 			AbortRatio:    cfg.TestAbortRatio,

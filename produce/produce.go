@@ -291,6 +291,10 @@ func EncodedSize(r stream.Record) int {
 	return n
 }
 
+// RecordBatchOverhead is the size of a record batch's header (Kafka's v2 format): a record sent alone takes its
+// EncodedSize plus this much of its topic's max.message.bytes.
+const RecordBatchOverhead = 61
+
 // ErrRecordRefused marks a Produce refused because of the record itself (larger than message.max.bytes): the
 // same record would be refused again, so retrying the batch as it is cannot help.
 var ErrRecordRefused = errors.New("record refused")
@@ -319,7 +323,7 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 // leave the outcome unknown, and the retry would have to ask again anyway.
 func (p *Producer) Commit() error {
 	if err := p.DeliveryError(); err != nil {
-		return &Error{Op: "commit transaction", Class: Abortable, Err: err}
+		return deliveryFailure("commit transaction", err)
 	}
 	return p.guard(context.Background(), "commit transaction", func() error { return p.k.CommitTransaction(-1) })
 }
@@ -389,9 +393,23 @@ func (p *Producer) Flush(ctx context.Context) error {
 		_ = p.k.Flush(100 * time.Millisecond)
 	}
 	if err := p.DeliveryError(); err != nil {
-		return &Error{Op: "flush", Class: Abortable, Err: err}
+		return deliveryFailure("flush", err)
 	}
 	return nil
+}
+
+// deliveryFailure classifies a failed delivery: abortable (the batch is redone), except a record batch the broker
+// refused as too large. The processor checks each output against its topic's max.message.bytes, read at start, and
+// keeps the producer's batch.size within it, so such a refusal means a topic's limit was lowered since: redoing
+// the batch would be refused again for ever, and a restart reads the new limit (and dead-letters what exceeds it).
+func deliveryFailure(op string, err error) error {
+	var ke interface{ Code() kafka.ErrorCode }
+	if errors.As(err, &ke) && (ke.Code() == kafka.ErrMsgSizeTooLarge || ke.Code() == kafka.ErrRecordListTooLarge) {
+		return &Error{Op: op, Class: Fatal, Err: fmt.Errorf("the broker refused a record batch as too large for its "+
+			"topic: the topic's max.message.bytes was lowered after the processor started (it reads the limits at "+
+			"start, dead-letters larger records and sizes its batches below them); the restart applies the new limit: %w", err)}
+	}
+	return &Error{Op: op, Class: Abortable, Err: err}
 }
 
 // DeliveryError returns the current transaction's first failed delivery, if any.

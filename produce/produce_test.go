@@ -3,6 +3,7 @@ package produce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -86,6 +87,28 @@ func TestFailedDeliveryMakesTheBatchAbortable(t *testing.T) {
 	}
 	if err := p.DeliveryError(); err != nil {
 		t.Errorf("a new batch starts with the old failure: %v", err)
+	}
+}
+
+// A record batch the broker refuses as too large would be refused on every redo: fatal, saying why; any other
+// failed delivery is abortable.
+func TestDeliveryFailureClasses(t *testing.T) {
+	for _, tt := range []struct {
+		code kafka.ErrorCode
+		want Class
+	}{
+		{kafka.ErrMsgSizeTooLarge, Fatal},
+		{kafka.ErrRecordListTooLarge, Fatal},
+		{kafka.ErrMsgTimedOut, Abortable},
+		{kafka.ErrNotLeaderForPartition, Abortable},
+	} {
+		err := deliveryFailure("commit transaction", fmt.Errorf("deliver record to out/0: %w", kafka.NewError(tt.code, tt.code.String(), false)))
+		if ClassOf(err) != tt.want {
+			t.Errorf("%v: class %v, want %v", tt.code, ClassOf(err), tt.want)
+		}
+		if tt.want == Fatal && !strings.Contains(err.Error(), "max.message.bytes was lowered after the processor started") {
+			t.Errorf("%v: %v does not say what happened", tt.code, err)
+		}
 	}
 }
 

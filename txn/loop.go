@@ -34,6 +34,10 @@ type Loop struct {
 	// MaxRecordBytes, when above 0, is the largest output the producer takes (its message.max.bytes): an input
 	// with a larger output goes to the dead-letter topic instead, before its transaction begins.
 	MaxRecordBytes int
+	// TopicMaxBytes is the max.message.bytes of output topics (route and dead-letter topics included), where
+	// known: a broker refuses a record batch above it, so an input with an output that would not fit in a record
+	// batch of its own is dead-lettered.
+	TopicMaxBytes map[string]int
 	// MinBackoff and MaxBackoff bound the exponential pause after an aborted batch or a retriable error.
 	MinBackoff time.Duration // 100ms
 	MaxBackoff time.Duration // 10s

@@ -596,35 +596,69 @@ func TestBatchOfAnEndedSessionIsAbortedAndReadAgain(t *testing.T) {
 	}
 }
 
-func TestOutputAboveTheProducersLimitDeadLettersItsInput(t *testing.T) {
+// An output above the producer's message.max.bytes, or too large for its topic's max.message.bytes in a record
+// batch of its own, dead-letters its input before the transaction, with none of its outputs.
+func TestOutputAboveALimitDeadLettersItsInput(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		loop   Loop
+		reason string
+	}{
+		{"producer's message.max.bytes", Loop{MaxRecordBytes: 200}, "message.max.bytes (200)"},
+		{"output topic's max.message.bytes", Loop{TopicMaxBytes: map[string]int{"out": 250, "dlq": 10_000}},
+			`output too large for topic "out": 364 bytes with headers, 425 in a record batch, above the topic's max.message.bytes (250)`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
+			p := &fakeProducer{}
+			c.producer = p
+			// Record 5 becomes two outputs, one of them too large: neither may be produced.
+			grow := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+				if in.Offset == 5 {
+					return []stream.Record{{Value: []byte("small")}, {Value: make([]byte, 300)}}, nil
+				}
+				return stream.Identity(ctx, in)
+			}
+			l := &tt.loop
+			l.Consumer, l.Producer, l.Transform, l.OutputTopic, l.DeadLetterTopic = c, p, grow, "out", "dlq"
+			if err := l.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if c.rewinds != 0 || slices.Contains(p.calls, "abort") {
+				t.Errorf("rewinds %d, calls %v: an oversized output must be caught before the transaction", c.rewinds, p.calls)
+			}
+			var got []string
+			for _, r := range p.produced {
+				got = append(got, r.Topic+":"+header(r, stream.SourceHeader))
+			}
+			if want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5"}; !slices.Equal(got, want) {
+				t.Fatalf("produced %v, want %v", got, want)
+			}
+			if reason := header(p.produced[2], HeaderError); !strings.Contains(reason, tt.reason) {
+				t.Errorf("dead letter reason %q does not name the limit (%q)", reason, tt.reason)
+			}
+		})
+	}
+}
+
+// A dead letter too large for the dead-letter topic would be refused on every redo: the loop stops, saying which.
+func TestDeadLetterAboveItsTopicsLimitStopsTheLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5), rec(0, 6)}}, stop: cancel}
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}}, stop: cancel}
 	p := &fakeProducer{}
 	c.producer = p
-	// Record 5 becomes two outputs, one of them too large: neither may be produced.
-	grow := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
-		if in.Offset == 5 {
-			return []stream.Record{{Value: []byte("small")}, {Value: make([]byte, 300)}}, nil
-		}
-		return stream.Identity(ctx, in)
+	fail := func(context.Context, stream.Record) ([]stream.Record, error) { return nil, errors.New("bad record") }
+	l := &Loop{Consumer: c, Producer: p, Transform: fail, OutputTopic: "out", DeadLetterTopic: "dlq",
+		TopicMaxBytes: map[string]int{"dlq": 100}}
+	err := l.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), `dead letter of in/0/4`) || !strings.Contains(err.Error(), `dead-letter topic "dlq"'s max.message.bytes (100)`) {
+		t.Fatalf("Run = %v, want a fatal error naming the dead letter and the topic's limit", err)
 	}
-	l := &Loop{Consumer: c, Producer: p, Transform: grow, OutputTopic: "out", DeadLetterTopic: "dlq", MaxRecordBytes: 200}
-	if err := l.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c.rewinds != 0 || slices.Contains(p.calls, "abort") {
-		t.Errorf("rewinds %d, calls %v: an oversized output must be caught before the transaction", c.rewinds, p.calls)
-	}
-	var got []string
-	for _, r := range p.produced {
-		got = append(got, r.Topic+":"+header(r, stream.SourceHeader))
-	}
-	if want := []string{"out:in/0/4", "out:in/0/6", "dlq:in/0/5"}; !slices.Equal(got, want) {
-		t.Fatalf("produced %v, want %v", got, want)
-	}
-	if reason := header(p.produced[2], HeaderError); !strings.Contains(reason, "message.max.bytes (200)") {
-		t.Errorf("dead letter reason %q does not name the limit", reason)
+	if len(p.produced) != 0 {
+		t.Errorf("produced %d records, want none", len(p.produced))
 	}
 }
 

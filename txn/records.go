@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -91,12 +92,18 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 // checkSizes refuses outputs the producer would refuse, so their input is dead-lettered with none of its outputs
 // instead of failing the transaction half-way.
 func (l *Loop) checkSizes(out []stream.Record) error {
-	if l.MaxRecordBytes <= 0 {
+	if l.MaxRecordBytes <= 0 && len(l.TopicMaxBytes) == 0 {
 		return nil
 	}
 	for _, o := range out {
-		if n := produce.EncodedSize(o); n > l.MaxRecordBytes {
+		n := produce.EncodedSize(o)
+		if l.MaxRecordBytes > 0 && n > l.MaxRecordBytes {
 			return fmt.Errorf("output too large: %d bytes with headers, above the producer's message.max.bytes (%d)", n, l.MaxRecordBytes)
+		}
+		topic := cmp.Or(o.Topic, l.OutputTopic)
+		if limit, ok := l.TopicMaxBytes[topic]; ok && n+produce.RecordBatchOverhead > limit {
+			return fmt.Errorf("output too large for topic %q: %d bytes with headers, %d in a record batch, above the topic's max.message.bytes (%d)",
+				topic, n, n+produce.RecordBatchOverhead, limit)
 		}
 	}
 	return nil

@@ -167,6 +167,15 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 
 // produceBatch hands the batch's outputs, dead letters and changelog records to the producer.
 func (l *Loop) produceBatch(work context.Context, b *batch) error {
+	if limit, ok := l.TopicMaxBytes[l.DeadLetterTopic]; ok {
+		for _, d := range b.out[b.outputs:] {
+			if n := produce.EncodedSize(d) + produce.RecordBatchOverhead; n > limit {
+				// Nothing is left to fall back on: the broker would refuse the batch on every redo.
+				return fmt.Errorf("dead letter of %s is %d bytes in a record batch, above the dead-letter topic %q's "+
+					"max.message.bytes (%d): raise the topic's max.message.bytes", headerValue(d, stream.SourceHeader), n, l.DeadLetterTopic, limit)
+			}
+		}
+	}
 	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
 	// of the batch deals with all of its refused records rather than one redo each.
 	refused, err := l.Producer.Produce(work, b.out)
@@ -225,4 +234,14 @@ func (l *Loop) classify(step string, err error) error {
 	default:
 		return fmt.Errorf("fatal producer error: %w", err)
 	}
+}
+
+// headerValue is the value of r's last header named key, "" when it has none.
+func headerValue(r stream.Record, key string) string {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == key {
+			return string(r.Headers[i].Value)
+		}
+	}
+	return ""
 }
