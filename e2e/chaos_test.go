@@ -41,6 +41,10 @@ type chaosScenario struct {
 	firstEnv         map[string]string // added for processor 0's first start only: a fault it injects in itself once
 	// inject applies fault k (1-based) to the run and says what it did.
 	inject func(ctx context.Context, run *chaosRun, k int) (string, error)
+	// bounded scenarios must also pass without an unexpected processor exit and with at most maxAborted aborted
+	// transactions: faults the processor is meant to ride out, not merely survive.
+	bounded    bool
+	maxAborted int
 }
 
 type chaosResult struct {
@@ -92,6 +96,9 @@ func TestChaosMatrix(t *testing.T) {
 			env: map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "8s"}},
 		{name: "processor frozen inside a transaction", faults: 1, inject: thawStoppedInTransaction,
 			env:      map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "8s"},
+			firstEnv: map[string]string{"PROCESSOR_TEST_STOP_IN_TRANSACTION": "3"}},
+		{name: "group coordinator killed as offsets are sent", faults: 1, inject: killCoordinator, bounded: true,
+			env:      map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "40s"},
 			firstEnv: map[string]string{"PROCESSOR_TEST_STOP_IN_TRANSACTION": "3"}},
 		{name: "single partition, exact order", inputPartitions: 1, outputPartitions: 1, processors: 1, faults: 3,
 			inject: bounceProcessor(syscall.SIGKILL), env: map[string]string{"PROCESSOR_TEST_ABORT_RATIO": "0.2"}},
@@ -200,6 +207,11 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 		len(seen.positions) == len(final)
 	r.verdict = fmt.Sprintf("%s; during the faults the reader saw %d records, %d duplicated, %d later gone (final %d)",
 		report, len(seen.positions), seen.duplicates, visibleAborted, len(final))
+	if sc.bounded && (unexpected > 0 || r.aborted > sc.maxAborted) {
+		r.ok = false
+		r.verdict += fmt.Sprintf("; %d unexpected exits and %d aborted transactions, want none and at most %d",
+			unexpected, r.aborted, sc.maxAborted)
+	}
 	t.Log(r.verdict)
 	if !r.ok {
 		t.Log(explainSources(f.logDir, report.Examples))
@@ -358,6 +370,43 @@ func cutOffLeader(ctx context.Context, run *chaosRun, _ int) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("broker %d (leader of %s[0]) cut off until a new leader took over, then reconnected", leader, f.input), nil
+}
+
+// killCoordinator waits for processor 0 to stop itself inside its 3rd transaction, where its records are
+// produced and its offsets not yet sent, SIGKILLs the broker coordinating the group, lets the processor go on
+// (so it sends its offsets to a coordinator that is gone), keeps the broker down 15 s and starts it again. The
+// controller moves the broker's partitions after its 6 s session timeout and the new coordinator loads the group:
+// the offsets must wait for it, within the transaction timeout, rather than abort the transaction.
+func killCoordinator(ctx context.Context, run *chaosRun, _ int) (string, error) {
+	p := run.procs[0]
+	p.mu.Lock()
+	pid := p.cur.PID()
+	p.mu.Unlock()
+	err := testcontainers.WaitFor(ctx, p.name+" stopped inside a transaction", func(context.Context) (bool, error) {
+		return processState(pid) == 'T', nil
+	})
+	if err != nil {
+		return "", err
+	}
+	c := run.f.cluster
+	id, err := c.GroupCoordinator(ctx, run.f.group)
+	if err != nil {
+		return "", err
+	}
+	if err := c.KillBroker(ctx, id); err != nil {
+		return "", err
+	}
+	killed := time.Now()
+	if err := p.signal(syscall.SIGCONT); err != nil {
+		return "", err
+	}
+	// The length of the outage is the fault itself, not a wait for a condition.
+	time.Sleep(15*time.Second - time.Since(killed))
+	if err := c.StartBroker(ctx, id); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("broker %d (coordinator of group %s): SIGKILL as %s was about to send offsets, down 15 s, restarted",
+		id, run.f.group, p.name), nil
 }
 
 // freezePastTimeout stops a processor with SIGSTOP for longer than its transaction timeout (8 s), so the broker

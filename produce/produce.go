@@ -63,7 +63,9 @@ type Producer struct {
 	maxRecordBytes int
 	// stallBound is how long a transactional call may stay inside librdkafka; past it the producer is wedged.
 	stallBound time.Duration
-	wedged     atomic.Bool
+	// sendOffsetsTimeout bounds one SendOffsets call.
+	sendOffsetsTimeout time.Duration
+	wedged             atomic.Bool
 
 	// epoch numbers the current transaction (or at_least_once batch); each record carries it, so a late report
 	// for a record of an aborted transaction (purged by the abort) is not blamed on the next one.
@@ -132,6 +134,11 @@ func New(cfg Config) (*Producer, error) {
 		onError:        cfg.OnError,
 		stallBound:     max(cfg.TransactionTimeout, attemptTimeout) + stallMargin,
 		maxRecordBytes: defaultMaxRecordBytes,
+		// A group coordinator that fails over (its broker died: the controller notices after the broker's
+		// session timeout, then the new leader loads the group) takes several seconds to answer; librdkafka
+		// retries TxnOffsetCommit until this runs out, then makes the transaction abortable. Half the
+		// transaction timeout leaves the other half to produce and commit before the broker aborts it.
+		sendOffsetsTimeout: max(attemptTimeout, cfg.TransactionTimeout/2),
 	}
 	clientLog := log.With("component", "producer")
 	p.k, err = librdkafka.NewProducer(props, librdkafka.Hooks{
@@ -174,7 +181,7 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	return p.guard(ctx, "init transactions", func() error { return p.k.InitTransactions(timeLeft(attempt)) })
 }
 
-// attemptTimeout bounds one InitTransactions or SendOffsets call. librdkafka then returns a retriable timeout
+// attemptTimeout bounds one InitTransactions call, and is the least a SendOffsets call gets. librdkafka then returns a retriable timeout
 // that the caller repeats with the same arguments, checking between attempts whether it is shutting down.
 const attemptTimeout = 5 * time.Second
 
@@ -312,8 +319,9 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets map[stream.TopicPart
 	op := fmt.Sprintf("send offsets for group %q (%d partitions)", p.groupID, len(parts))
 	// Without a deadline librdkafka waits the remaining transaction time, longer still when the coordinator's
 	// connection went silent (a network cut leaves it half-open until socket.timeout.ms): seen past a minute,
-	// which outlasted the shutdown bound. Short attempts keep the caller in charge.
-	attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
+	// which outlasted the shutdown bound. A bounded attempt, and ctx's deadline at shutdown, keep the caller in
+	// charge.
+	attempt, cancel := context.WithTimeout(ctx, p.sendOffsetsTimeout)
 	defer cancel()
 	return p.guard(ctx, op, func() error { return p.k.SendOffsetsToTransaction(parts, group, timeLeft(attempt)) })
 }

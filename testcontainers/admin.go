@@ -232,3 +232,26 @@ func (c *Cluster) UpsertScramCredential(ctx context.Context, user, password stri
 	}
 	return nil
 }
+
+// GroupCoordinator is the id of the broker that coordinates group (the leader of its __consumer_offsets
+// partition), waiting until one answers for it.
+func (c *Cluster) GroupCoordinator(ctx context.Context, group string) (int, error) {
+	admin, err := c.adminClient()
+	if err != nil {
+		return 0, err
+	}
+	id := -1
+	err = WaitFor(ctx, "the coordinator of group "+group, func(ctx context.Context) (bool, error) {
+		res, err := admin.DescribeConsumerGroups(ctx, []string{group})
+		if err != nil || len(res.ConsumerGroupDescriptions) != 1 {
+			return false, nil // coordinator moving or loading: ask again
+		}
+		d := res.ConsumerGroupDescriptions[0]
+		if d.Error.Code() != kafka.ErrNoError {
+			return false, nil
+		}
+		id = int(d.Coordinator.ID)
+		return id >= 0, nil
+	})
+	return id, err
+}
