@@ -302,7 +302,7 @@ func (s *supervised) stop(t *testing.T) int {
 	}
 	<-s.done
 	if err == nil && code != 0 {
-		t.Logf("%s exited %d at the end instead of 0: %s", s.name, code, lastLines(cur.Log(), 1))
+		t.Logf("%s exited %d at the end instead of 0: %s", s.name, code, testcontainers.LastLines(cur.Log(), 1))
 		s.exits++
 	}
 	return s.exits

@@ -91,7 +91,7 @@ func TestContainerImageCopiesExactlyOnce(t *testing.T) {
 			if rc, err := ctr.Logs(context.Background()); err == nil {
 				b, _ := io.ReadAll(rc)
 				rc.Close()
-				t.Logf("processor container log, last lines:\n%s", lastLines(string(b), 30))
+				t.Logf("processor container log, last lines:\n%s", testcontainers.LastLines(string(b), 30))
 			}
 		}
 		_ = ctr.Terminate(context.Background())
@@ -211,7 +211,7 @@ func TestImageReadsASecretMountedAsKubernetesDoes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if log := logOf(ctr); !strings.Contains(log, `"PROCESSOR_SASL_PASSWORD_FILE":"`+target+`"`) || strings.Contains(log, "not-the-real-password") {
-			t.Errorf("the start-up log should name the password file and never show the password:\n%s", lastLines(log, 10))
+			t.Errorf("the start-up log should name the password file and never show the password:\n%s", testcontainers.LastLines(log, 10))
 		}
 	})
 	t.Run("root:root 0400 is refused at start", func(t *testing.T) {

@@ -109,21 +109,13 @@ func fixtureOn(t *testing.T, cluster *testcontainers.Cluster, name string, opts 
 		}
 		if t.Failed() {
 			for _, in := range f.running {
-				t.Logf("processor %s log: %s; last lines:\n%s", in.Name, in.LogPath, lastLines(in.Log(), 25))
+				t.Logf("processor %s log: %s; last lines:\n%s", in.Name, in.LogPath, testcontainers.LastLines(in.Log(), 25))
 			}
 		} else if os.Getenv("E2E_KEEP_LOGS") == "" {
 			os.RemoveAll(logDir)
 		}
 	})
 	return f
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // env is a processor's configuration in this fixture; extra adds or overrides variables.

@@ -137,7 +137,7 @@ func TestPipelineStagesExactlyOnceThroughKills(t *testing.T) {
 	}
 	for _, msgs := range dead {
 		for _, m := range msgs {
-			if reason := pipelineHeader(m, txn.HeaderError); !strings.HasPrefix(reason, "value is not JSON") {
+			if reason := headerOf(m, txn.HeaderError); !strings.HasPrefix(reason, "value is not JSON") {
 				t.Errorf("dead letter %s has reason %q, want the JSON error", m.Value, reason)
 			}
 		}
@@ -171,22 +171,13 @@ func checkPipelineOutput(t *testing.T, topic, large string, m *kafka.Message) {
 	switch {
 	case *o.Cents != want:
 		t.Errorf("order %d: cents %d, want %d", o.ID, *o.Cents, want)
-	case string(m.Key) != pipelineCountries[o.ID%5] || pipelineHeader(m, "country") != string(m.Key):
-		t.Errorf("order %d: key %q, country header %q, want %s", o.ID, m.Key, pipelineHeader(m, "country"), pipelineCountries[o.ID%5])
-	case pipelineHeader(m, "trace") != "":
+	case string(m.Key) != pipelineCountries[o.ID%5] || headerOf(m, "country") != string(m.Key):
+		t.Errorf("order %d: key %q, country header %q, want %s", o.ID, m.Key, headerOf(m, "country"), pipelineCountries[o.ID%5])
+	case headerOf(m, "trace") != "":
 		t.Errorf("order %d: the trace header was not dropped", o.ID)
 	case topic != wantTopic:
 		t.Errorf("order %d with %d cents went to %s, want %s", o.ID, *o.Cents, topic, wantTopic)
 	}
-}
-
-func pipelineHeader(m *kafka.Message, name string) string {
-	for _, h := range m.Headers {
-		if h.Key == name {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 // An output the producer would refuse (larger than its message.max.bytes) or its topic's brokers would (a record

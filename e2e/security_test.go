@@ -210,7 +210,7 @@ func TestSASLSSLCopiesExactlyOnceAndNeverShowsTheSecret(t *testing.T) {
 		}
 		lived := time.Since(runs[i].started)
 		log := in.Log()
-		t.Logf("%s: exit %d after %s; last line: %s", c.name, in.ExitCode(), lived.Round(100*time.Millisecond), lastLines(log, 1))
+		t.Logf("%s: exit %d after %s; last line: %s", c.name, in.ExitCode(), lived.Round(100*time.Millisecond), testcontainers.LastLines(log, 1))
 		if in.ExitCode() != 1 {
 			t.Errorf("%s: exit code %d, want 1", c.name, in.ExitCode())
 		}

@@ -1,7 +1,6 @@
 package testcontainers
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -84,21 +83,17 @@ func (c *Cluster) dumpLogsForTest(t testing.TB) {
 		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 			t.Logf("broker %d: write %s: %v", b.id, path, err)
 		}
-		t.Logf("broker %d log: %s; last lines:\n%s", b.id, path, tail(buf.Bytes(), 30))
+		t.Logf("broker %d log: %s; last lines:\n%s", b.id, path, LastLines(buf.String(), 30))
 	}
 }
 
-func tail(log []byte, lines int) string {
-	var all []string
-	sc := bufio.NewScanner(bytes.NewReader(log))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		all = append(all, sc.Text())
+// LastLines is the last n lines of a log, for failure messages that must stay readable.
+func LastLines(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
+	return strings.Join(lines, "\n")
 }
 
 func sanitize(name string) string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/internal/procrun"
+	"github.com/eosproc/eosproc/testcontainers"
 )
 
 // Run is one peer draining one backlog.
@@ -184,7 +185,7 @@ func (b *bench) throughput(ctx context.Context, w workload, p peer, repeat int) 
 		case <-deadline:
 			return Run{}, fmt.Errorf("%s %s: backlog not drained after 10 minutes; log %s", w.name, p, proc.LogPath)
 		case <-proc.Done():
-			return Run{}, fmt.Errorf("%s exited with code %d while draining; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+			return Run{}, fmt.Errorf("%s exited with code %d while draining; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, testcontainers.LastLines(proc.Log(), 40))
 		case <-tick.C:
 		}
 		done, err := watch.committed(ctx)
@@ -269,7 +270,7 @@ func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) err
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-proc.Done():
-			return fmt.Errorf("%s exited with code %d before it was ready; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, tail(proc.Log()))
+			return fmt.Errorf("%s exited with code %d before it was ready; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, testcontainers.LastLines(proc.Log(), 40))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -540,11 +541,4 @@ func procStats(pid int) (cpuSeconds, peakRSS float64, err error) {
 		}
 	}
 	return (utime + stime) / userHZ, peakRSS, nil
-}
-
-func tail(s string) string {
-	if len(s) > 4000 {
-		return "..." + s[len(s)-4000:]
-	}
-	return s
 }
