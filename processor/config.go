@@ -31,8 +31,9 @@ const EnvPrefix = "PROCESSOR_"
 
 // Config is the processor's whole configuration. Each field's tags are its reference: env is the variable (after
 // EnvPrefix), envDefault its default, defaultDoc a default computed from other fields, and help what it means;
-// `processor -h` prints them. A zero field gets its default, so a Config built in Go needs only the three
-// required fields.
+// `processor -h` prints them. A zero field gets its default (a setting whose default is true is a *bool, nil
+// for the default), so a Config built in Go with only the three required fields behaves as the binary does with
+// only their three variables set.
 type Config struct {
 	Brokers     string   `env:"BROKERS" help:"Kafka bootstrap servers, host:port[,host:port...]. Required."`
 	InputTopics []string `env:"INPUT_TOPICS" help:"Comma-separated topics to read. Required."`
@@ -75,7 +76,7 @@ type Config struct {
 	TLSKeyPasswordFile string        `env:"TLS_KEY_PASSWORD_FILE" help:"File holding the TLS key password. Instead of TLS_KEY_PASSWORD."`
 	AuthFailureTimeout time.Duration `env:"AUTH_FAILURE_TIMEOUT" envDefault:"30s" help:"How long the brokers may keep refusing authentication or the TLS handshake, before the processor has ever got through, until it exits 1 saying what to check. It is also the shortest life of a misconfigured replica, so a supervisor restarting it cannot hammer the brokers."`
 
-	Backpressure            bool    `env:"BACKPRESSURE_ENABLED" envDefault:"true" help:"Rate-limit each input partition from the measured batch processing time, so a slow transform settles at the rate it sustains instead of stretching batches (Spark: spark.streaming.backpressure.enabled)."`
+	Backpressure            *bool   `env:"BACKPRESSURE_ENABLED" envDefault:"true" help:"Rate-limit each input partition from the measured batch processing time, so a slow transform settles at the rate it sustains instead of stretching batches (Spark: spark.streaming.backpressure.enabled)."`
 	BackpressureInitialRate float64 `env:"BACKPRESSURE_INITIAL_RATE" defaultDoc:"none" help:"Total records/s before the first batch is measured (Spark: spark.streaming.backpressure.initialRate). None: the first batch takes up to MAX_BATCH_RECORDS, so a backlog is not throttled before anything is measured."`
 	BackpressureMinRate     float64 `env:"BACKPRESSURE_MIN_RATE_PER_PARTITION" envDefault:"1" help:"Records/s every lagging partition gets at least, so none starves (Spark: spark.streaming.kafka.minRatePerPartition)."`
 	BackpressureMaxRate     float64 `env:"BACKPRESSURE_MAX_RATE_PER_PARTITION" defaultDoc:"no cap" help:"Records/s no partition exceeds (Spark: spark.streaming.kafka.maxRatePerPartition)."`
@@ -281,7 +282,7 @@ func (c *Config) resolve() error {
 	}
 	cv, dv := reflect.ValueOf(c).Elem(), reflect.ValueOf(defaults)
 	for i := range cv.NumField() {
-		// A false bool is a choice, not a missing value; bools take their envDefault only from the environment.
+		// A false bool is a choice, not a missing value: the settings whose default is true are *bool, nil unset.
 		if cv.Field(i).IsZero() && cv.Field(i).Kind() != reflect.Bool {
 			cv.Field(i).Set(dv.Field(i))
 		}

@@ -26,7 +26,7 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
 		MaxBatchRecords: consume.DefaultMaxBatchRecords, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", HTTPAddr: ":8080",
-		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: true, BackpressureMinRate: 1,
+		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: new(true), BackpressureMinRate: 1,
 		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
 		SASLMechanism: "SCRAM-SHA-512", AuthFailureTimeout: 30 * time.Second,
 	}
@@ -43,7 +43,7 @@ func TestBackpressureCanBeSwitchedOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Backpressure {
+	if cfg.Backpressure == nil || *cfg.Backpressure {
 		t.Error("PROCESSOR_BACKPRESSURE_ENABLED=false left backpressure on")
 	}
 }
@@ -185,13 +185,26 @@ func TestUsageListsEveryVariableWithDefault(t *testing.T) {
 	}
 }
 
-func TestZeroConfigFieldsGetDefaultsInRun(t *testing.T) {
-	cfg := Config{Brokers: "b:9092", InputTopics: []string{"in"}, OutputTopic: "out", InstanceID: "x"}
-	if err := cfg.resolve(); err != nil {
+// A Config built in Go with only the three required fields is the binary's configuration with only their three
+// variables set: every other field, backpressure's true included, gets the same default.
+func TestGoConfigWithTheRequiredFieldsIsTheBinarysDefaultConfig(t *testing.T) {
+	fromEnv, err := LoadConfig([]string{"PROCESSOR_BROKERS=b:9092", "PROCESSOR_INPUT_TOPICS=in", "PROCESSOR_OUTPUT_TOPIC=out"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.BatchInterval != 500*time.Millisecond || cfg.MaxBatchRecords != consume.DefaultMaxBatchRecords || cfg.DeadLetterTopic != "eosproc-dlq" {
-		t.Errorf("zero fields not defaulted: %+v", cfg)
+	if err := fromEnv.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	inGo := Config{Brokers: "b:9092", InputTopics: []string{"in"}, OutputTopic: "out"}
+	if err := inGo.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(inGo, fromEnv) {
+		t.Errorf("a Config built in Go differs from the binary's:\n  Go:  %s\n  env: %s", inGo, fromEnv)
+	}
+	if inGo.Backpressure == nil || !*inGo.Backpressure || inGo.BatchInterval != 500*time.Millisecond ||
+		inGo.MaxBatchRecords != consume.DefaultMaxBatchRecords || inGo.DeadLetterTopic != "eosproc-dlq" {
+		t.Errorf("defaults not applied: %s", inGo)
 	}
 }
 

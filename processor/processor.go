@@ -1,7 +1,7 @@
-// Package processor runs the exactly-once processor: it turns a Config into a consumer, a producer and the
-// transactional loop, serves /metrics, /healthz and /readyz, and returns when the loop stops. The processor
-// binary is this package plus environment parsing, signals and exit codes; a program with its own Transform
-// calls Run the same way.
+// Package processor is the library front door of the exactly-once processor: a Processor turns a Config into a
+// consumer, a producer and the transactional loop, serves /metrics, /healthz and /readyz, and returns when the
+// loop stops. Main is a whole binary's main (PROCESSOR_* variables, signals, exit codes): cmd/processor is
+// Main(nil), and a program with its own Transform is Main(transform).
 package processor
 
 import (
@@ -27,47 +27,54 @@ import (
 	"github.com/eosproc/eosproc/txn"
 )
 
-// Run runs the processor with transform until ctx is cancelled, which is a clean stop (nil), or a fatal error.
-// Invalid configuration is a *ConfigError. A nil transform means the stages cfg sets (Filter, Map, Key,
-// HeadersSet, HeadersDrop, Route) or, with none, stream.Identity; a program with its own transform leaves the
-// stages unset. log nil means slog.Default().
-func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.Logger) error {
+// Processor runs the exactly-once loop, shaped like net/http.Server: set the fields, then call Run. Only
+// Config's three required fields (Brokers, InputTopics, OutputTopic) need setting; every other zero field means
+// the default, so such a Processor behaves exactly as the binary does with only those three variables set.
+type Processor struct {
+	// Config is the configuration; LoadConfig reads it from PROCESSOR_* variables, or build it in Go.
+	Config Config
+	// Transform turns each input record into its outputs. nil means the stages Config sets (Filter, Map, Key,
+	// HeadersSet, HeadersDrop, Route) or, with none, stream.Identity; with a Transform, leave the stages unset.
+	Transform stream.Transform
+	// Logger receives the processor's logs. nil means JSON on stderr at Config.LogLevel, as the binary logs.
+	Logger *slog.Logger
+	// Metrics is where the processor registers its metrics. nil means a registry of its own. /metrics serves
+	// Metrics when it is also a prometheus.Gatherer (as a *prometheus.Registry is); otherwise the caller
+	// exposes it.
+	Metrics prometheus.Registerer
+	// NoHTTP leaves out the listener on Config.HTTPAddr (/metrics, /healthz and /readyz).
+	NoHTTP bool
+}
+
+// Run runs the processor until ctx is cancelled, which is a clean stop (nil), or a fatal error. Invalid
+// configuration is a *ConfigError, returned before anything connects.
+func (p *Processor) Run(ctx context.Context) error {
+	cfg := p.Config
 	if err := cfg.resolve(); err != nil {
 		return err
 	}
+	log := p.Logger
 	if log == nil {
-		log = slog.Default()
+		level, _ := parseLevel(cfg.LogLevel) // validated by resolve
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	}
-	staged, err := cfg.stagesTransform()
+	transform, err := cfg.transform(p.Transform)
 	if err != nil {
 		return err
 	}
-	switch {
-	case transform != nil && staged != nil:
-		// Running one and silently ignoring the other would surprise whoever set them; composing them would
-		// hide an order the caller should choose in Go.
-		return &ConfigError{Problems: []string{"transform stages (PROCESSOR_FILTER, _MAP, _KEY, _HEADERS_SET, _HEADERS_DROP, _ROUTE) are set, but Run was given its own transform: use one or the other"}}
-	case staged != nil:
-		transform = staged
-	case transform == nil:
-		transform = stream.Identity
-	}
-	transform = withTestKnobs(transform, cfg.TestFailHeader, cfg.TestCostPerRecord)
-	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
-	transactionalID := cfg.AppID + "-" + cfg.InstanceID
-	exactlyOnce := cfg.ProcessingGuarantee == "exactly_once"
-	watch := &authWatch{}
+	reg, gather := p.registry()
 
-	// The HTTP port is taken first: a port in use is a plain start-up error, better found before joining the group.
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+	// The ports are taken first: a port in use is a plain start-up error, better found before joining the group.
+	var ln net.Listener
+	if !p.NoHTTP {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+		}
+		defer ln.Close() // closed by the server's shutdown once it serves
 	}
-
 	if cfg.PprofAddr != "" {
 		pln, err := net.Listen("tcp", cfg.PprofAddr)
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("listen on PROCESSOR_PPROF_ADDR %q: %w", cfg.PprofAddr, err)
 		}
 		log.Info("serving Go's profiler at /debug/pprof/", "addr", pln.Addr().String())
@@ -77,8 +84,94 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 	// The run ends early, with the cause as its error, when a client fails for good or a login keeps failing.
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
+	watch := &authWatch{}
+	c, err := newClients(runCtx, cfg, log, watch, failRun)
+	if err != nil {
+		return err
+	}
+	defer c.close(log)
 
-	limits := outputLimits(runCtx, cfg, log)
+	registerProcessMetrics(reg, c.consumer)
+	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	loop := newLoop(cfg, c, transform, dedupeStage, reg, log)
+
+	if ln != nil {
+		// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop
+		// stuck.
+		stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
+		defer serveHTTP(ln, handler(gather, restoringLoop{loop, restores}, c.consumer, stale), log)()
+	}
+
+	transactionalID := cfg.transactionalID()
+	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
+	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
+	// instead of being retried forever; see authWatch.
+	connected := func() bool {
+		if !loop.AtLeastOnce {
+			return loop.Initialized()
+		}
+		return len(c.consumer.Assigned()) > 0
+	}
+	go watch.run(runCtx, cfg.AuthFailureTimeout, time.Second, connected, failRun)
+	err = loop.Run(runCtx)
+	if err == nil && ctx.Err() == nil && runCtx.Err() != nil {
+		err = context.Cause(runCtx)
+	}
+	if err != nil {
+		return explain(err, transactionalID, cfg)
+	}
+	log.Info("processor stopped")
+	return nil
+}
+
+// registry is where the metrics go and what /metrics serves (nil: nothing to serve).
+func (p *Processor) registry() (prometheus.Registerer, prometheus.Gatherer) {
+	if p.Metrics == nil {
+		reg := prometheus.NewRegistry()
+		return reg, reg
+	}
+	gather, _ := p.Metrics.(prometheus.Gatherer)
+	return p.Metrics, gather
+}
+
+// transform is the transform the loop runs: the caller's, or the configured stages, or stream.Identity, with
+// the PROCESSOR_TEST_ knobs around it.
+func (c Config) transform(own stream.Transform) (stream.Transform, error) {
+	staged, err := c.stagesTransform()
+	if err != nil {
+		return nil, err
+	}
+	t := own
+	switch {
+	case own != nil && staged != nil:
+		// Running one and silently ignoring the other would surprise whoever set them; composing them would
+		// hide an order the caller should choose in Go.
+		return nil, &ConfigError{Problems: []string{"transform stages (PROCESSOR_FILTER, _MAP, _KEY, _HEADERS_SET, _HEADERS_DROP, _ROUTE) are set, but the Processor has its own Transform: use one or the other"}}
+	case staged != nil:
+		t = staged
+	case own == nil:
+		t = stream.Identity
+	}
+	return withTestKnobs(t, c.TestFailHeader, c.TestCostPerRecord), nil
+}
+
+func (c Config) transactionalID() string { return c.AppID + "-" + c.InstanceID }
+
+// clients are the loop's producer and consumer, and what the processor learnt of its output topics.
+type clients struct {
+	producer *produce.Producer
+	consumer *consume.Consumer
+	limits   map[string]int // output topics' max.message.bytes
+}
+
+// newClients creates the producer and the consumer; a client that fails for good, or a consumer fenced, ends
+// the run through failRun.
+func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWatch, failRun context.CancelCauseFunc) (*clients, error) {
+	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
+	limits := outputLimits(ctx, cfg, log)
 	pcfg := produce.Config{
 		Brokers:            cfg.Brokers,
 		TransactionTimeout: cfg.TransactionTimeout,
@@ -88,16 +181,13 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		Logger:             log,
 		OnError:            watch.observe,
 	}
-	if exactlyOnce {
-		pcfg.TransactionalID = transactionalID
+	if cfg.ProcessingGuarantee == "exactly_once" {
+		pcfg.TransactionalID = cfg.transactionalID()
 	}
 	producer, err := produce.New(pcfg)
 	if err != nil {
-		ln.Close()
-		return err
+		return nil, err
 	}
-	defer producer.Close()
-
 	consumer, err := consume.New(consume.Config{
 		Brokers:         cfg.Brokers,
 		GroupID:         cfg.GroupID,
@@ -118,86 +208,70 @@ func Run(ctx context.Context, cfg Config, transform stream.Transform, log *slog.
 		},
 	})
 	if err != nil {
-		ln.Close()
-		return err
+		producer.Close()
+		return nil, err
 	}
-	// Deferred after the producer's Close, so it runs first: stop consuming, then close the producer.
-	defer func() {
-		if err := consumer.Close(); err != nil {
-			log.Warn("close consumer", "error", err)
-		}
-	}()
+	return &clients{producer: producer, consumer: consumer, limits: limits}, nil
+}
 
-	reg := prometheus.NewRegistry()
+// close stops consuming, then closes the producer.
+func (c *clients) close(log *slog.Logger) {
+	if err := c.consumer.Close(); err != nil {
+		log.Warn("close consumer", "error", err)
+	}
+	c.producer.Close()
+}
+
+// registerProcessMetrics registers the Go runtime's, the process's and the build's metrics, and the count of
+// input offsets reset by retention.
+func registerProcessMetrics(reg prometheus.Registerer, consumer *consume.Consumer) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg, BuildOf())
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "eosproc_offset_resets_total",
 		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",
 	}, func() float64 { return float64(consumer.OffsetResets()) }))
+}
 
-	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-
-	loop := &txn.Loop{
-		Consumer:        consumer,
-		Producer:        producer,
+// newLoop wires the transactional loop.
+func newLoop(cfg Config, c *clients, transform stream.Transform, dedupeStage txn.Deduplicator, reg prometheus.Registerer, log *slog.Logger) *txn.Loop {
+	return &txn.Loop{
+		Consumer:        c.consumer,
+		Producer:        c.producer,
 		Transform:       transform,
 		OutputTopic:     cfg.OutputTopic,
 		DeadLetterTopic: cfg.DeadLetterTopic,
 		Budgeter:        newRateControl(cfg, reg),
 		Dedupe:          dedupeStage,
-		MaxRecordBytes:  producer.MaxRecordBytes(),
-		TopicMaxBytes:   limits,
+		MaxRecordBytes:  c.producer.MaxRecordBytes(),
+		TopicMaxBytes:   c.limits,
 		Serial:          cfg.TestSerialLoop,
 		Faults: txn.Faults{
 			AbortRatio:    cfg.TestAbortRatio,
 			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
 		},
-		AtLeastOnce:        !exactlyOnce,
+		AtLeastOnce:        cfg.ProcessingGuarantee != "exactly_once",
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		TransactionTimeout: cfg.TransactionTimeout,
 		Metrics:            txn.NewMetrics(reg),
 		Logger:             log,
 	}
+}
 
-	// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop stuck.
-	stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
-	srv := &http.Server{Handler: handler(reg, restoringLoop{loop, restores}, consumer, stale), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+// serveHTTP serves h on ln until the returned function is called.
+func serveHTTP(ln net.Listener, h http.Handler, log *slog.Logger) (shutdown func()) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "error", err)
 		}
 	}()
-	defer func() {
+	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	}()
-
-	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
-	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
-	// instead of being retried forever; see authWatch.
-	connected := func() bool {
-		if exactlyOnce {
-			return loop.Initialized()
-		}
-		return len(consumer.Assigned()) > 0
 	}
-	go watch.run(runCtx, cfg.AuthFailureTimeout, time.Second, connected, failRun)
-	err = loop.Run(runCtx)
-	if err == nil && ctx.Err() == nil && runCtx.Err() != nil {
-		err = context.Cause(runCtx)
-	}
-	if err != nil {
-		return explain(err, transactionalID, cfg)
-	}
-	log.Info("processor stopped")
-	return nil
 }
 
 // stopInTransaction returns the hook behind PROCESSOR_TEST_STOP_IN_TRANSACTION: the process stops itself in
@@ -272,11 +346,13 @@ type groupMember interface {
 	Joined() bool
 }
 
-// handler serves /metrics from reg, /healthz (the loop went round within stale) and /readyz.
-func handler(reg *prometheus.Registry, loop loopProgress, consumer groupMember, stale time.Duration) http.Handler {
+// handler serves /metrics from metrics (when not nil), /healthz (the loop went round within stale) and /readyz.
+func handler(metrics prometheus.Gatherer, loop loopProgress, consumer groupMember, stale time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	// Read-only endpoints: GET and HEAD only (the patterns' method), anything else is 405.
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if since := time.Since(loop.LastIteration()); since > stale {
 			http.Error(w, fmt.Sprintf("loop stuck: no progress for %s", since.Round(time.Second)), http.StatusServiceUnavailable)

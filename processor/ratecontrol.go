@@ -28,7 +28,7 @@ type rateControl struct {
 func newRateControl(cfg Config, reg prometheus.Registerer) *rateControl {
 	r := &rateControl{
 		c: backpressure.NewController(backpressure.Config{
-			Enabled:             cfg.Backpressure,
+			Enabled:             *cfg.Backpressure, // set by resolve
 			InitialRate:         cfg.BackpressureInitialRate,
 			MinRatePerPartition: cfg.BackpressureMinRate,
 			MaxRatePerPartition: cfg.BackpressureMaxRate,

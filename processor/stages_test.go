@@ -106,9 +106,9 @@ func TestRunRefusesStagesBesideItsOwnTransform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(context.Background(), cfg, stream.Identity, nil)
+	err = (&Processor{Config: cfg, Transform: stream.Identity, NoHTTP: true}).Run(context.Background())
 	var ce *ConfigError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "Run was given its own transform") {
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "the Processor has its own Transform") {
 		t.Errorf("err = %v, want a *ConfigError about the two transforms", err)
 	}
 }

@@ -600,12 +600,13 @@ func TestBatchOfAnEndedSessionIsAbortedAndReadAgain(t *testing.T) {
 // batch of its own, dead-letters its input before the transaction, with none of its outputs.
 func TestOutputAboveALimitDeadLettersItsInput(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		loop   Loop
-		reason string
+		name           string
+		maxRecordBytes int
+		topicMaxBytes  map[string]int
+		reason         string
 	}{
-		{"producer's message.max.bytes", Loop{MaxRecordBytes: 200}, "message.max.bytes (200)"},
-		{"output topic's max.message.bytes", Loop{TopicMaxBytes: map[string]int{"out": 250, "dlq": 10_000}},
+		{"producer's message.max.bytes", 200, nil, "message.max.bytes (200)"},
+		{"output topic's max.message.bytes", 0, map[string]int{"out": 250, "dlq": 10_000},
 			`output too large for topic "out": 364 bytes with headers, 425 in a record batch, above the topic's max.message.bytes (250)`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -621,8 +622,8 @@ func TestOutputAboveALimitDeadLettersItsInput(t *testing.T) {
 				}
 				return stream.Identity(ctx, in)
 			}
-			l := &tt.loop
-			l.Consumer, l.Producer, l.Transform, l.OutputTopic, l.DeadLetterTopic = c, p, grow, "out", "dlq"
+			l := &Loop{Consumer: c, Producer: p, Transform: grow, OutputTopic: "out", DeadLetterTopic: "dlq",
+				MaxRecordBytes: tt.maxRecordBytes, TopicMaxBytes: tt.topicMaxBytes}
 			if err := l.Run(ctx); err != nil {
 				t.Fatal(err)
 			}

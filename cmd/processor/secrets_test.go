@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eosproc/eosproc/internal/procrun"
+	"github.com/eosproc/eosproc/processor"
 	"github.com/eosproc/eosproc/testcontainers"
 )
 
@@ -94,8 +95,8 @@ func TestNoOutputShowsASecret(t *testing.T) {
 	}
 	bad.Env = append(bad.Env, "PROCESSOR_BATCH_INTERVAL=abc", "PROCESSOR_KAFKA_PROPERTIES=sasl.password:marker-malformed")
 	out, _ := bad.CombinedOutput()
-	if bad.ProcessState.ExitCode() != exitConfig {
-		t.Errorf("bad configuration: exit code %d, want %d:\n%s", bad.ProcessState.ExitCode(), exitConfig, out)
+	if bad.ProcessState.ExitCode() != processor.ExitConfig {
+		t.Errorf("bad configuration: exit code %d, want %d:\n%s", bad.ProcessState.ExitCode(), processor.ExitConfig, out)
 	}
 	outputs["exit-2 message"] = string(out)
 	markers = append(markers, "marker-malformed")

@@ -11,38 +11,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/eosproc/eosproc/processor"
 	"github.com/eosproc/eosproc/stream"
 )
 
-func main() {
-	// SIGTERM is how a supervisor stops a replica: Run then commits or aborts the batch in flight and returns.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-
-	cfg, err := processor.LoadConfig(os.Environ())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := processor.Run(ctx, cfg, explode, log); err != nil {
-		var ce *processor.ConfigError
-		if errors.As(err, &ce) {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		log.Error("processor failed", "error", err.Error())
-		os.Exit(1)
-	}
-}
+// main is the binary's own: the same variables, signals, logs and exit codes, with explode as the transform.
+func main() { processor.Main(explode) }
 
 type order struct {
 	ID    string `json:"id"`
