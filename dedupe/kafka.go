@@ -71,47 +71,76 @@ func (r *KafkaRestorer) Restore(ctx context.Context, topic string, partition int
 	}
 }
 
-// EnsureChangelogs creates the changelog topic of every input topic when missing, compacted and with as many
-// partitions as its input, and checks existing ones: a changelog with another partition count would pair input
-// partitions with the wrong state, so it is an error that names both topics.
-func EnsureChangelogs(ctx context.Context, admin *kafka.AdminClient, inputs []string, changelogOf func(string) string) error {
+// ChangelogConfig is the configuration of a changelog topic. Compaction keeps the last change of each identity,
+// but Kafka never compacts a partition's active segment, and by default rolls it only weekly or at 1 GB and
+// cleans a partition only when half of it is stale: a restore would read many times the live entries. Rolling
+// every 10 minutes and cleaning at 10% stale keep a partition near its live entries plus 10 minutes of changes.
+var ChangelogConfig = map[string]string{
+	"cleanup.policy":            "compact",
+	"segment.ms":                "600000",
+	"min.cleanable.dirty.ratio": "0.1",
+}
+
+// EnsureChangelogs creates the changelog topic of every input topic when missing, with ChangelogConfig and as
+// many partitions as its input, and checks existing ones: a changelog with another partition count would pair
+// input partitions with the wrong state, so it is an error that names both topics. Existing changelogs get
+// ChangelogConfig too (a changelog made by an older version has Kafka's defaults); where the brokers refuse that
+// (no AlterConfigs permission), the refusal is returned as notApplied and the processor goes on.
+func EnsureChangelogs(ctx context.Context, admin *kafka.AdminClient, inputs []string, changelogOf func(string) string) (notApplied error, err error) {
 	md, err := admin.GetMetadata(nil, true, 10000)
 	if err != nil {
-		return fmt.Errorf("de-duplication changelogs: read metadata: %w", err)
+		return nil, fmt.Errorf("de-duplication changelogs: read metadata: %w", err)
 	}
 	var missing []kafka.TopicSpecification
+	var existing []kafka.ConfigResource
 	for _, input := range inputs {
 		in, ok := md.Topics[input]
 		if !ok || in.Error.Code() != kafka.ErrNoError {
-			return fmt.Errorf("de-duplication changelogs: input topic %q not found", input)
+			return nil, fmt.Errorf("de-duplication changelogs: input topic %q not found", input)
 		}
 		name := changelogOf(input)
 		cl, exists := md.Topics[name]
 		switch {
 		case !exists || cl.Error.Code() == kafka.ErrUnknownTopicOrPart:
 			missing = append(missing, kafka.TopicSpecification{
-				Topic: name, NumPartitions: len(in.Partitions), ReplicationFactor: -1,
-				Config: map[string]string{"cleanup.policy": "compact"},
+				Topic: name, NumPartitions: len(in.Partitions), ReplicationFactor: -1, Config: ChangelogConfig,
 			})
 		case len(cl.Partitions) != len(in.Partitions):
-			return fmt.Errorf("de-duplication changelog %q has %d partitions but input topic %q has %d: they must match "+
+			return nil, fmt.Errorf("de-duplication changelog %q has %d partitions but input topic %q has %d: they must match "+
 				"(grow the changelog with kafka-topics --alter --partitions %d, or delete it to start the state afresh)",
 				name, len(cl.Partitions), input, len(in.Partitions), len(in.Partitions))
+		default:
+			r := kafka.ConfigResource{Type: kafka.ResourceTopic, Name: name}
+			for k, v := range ChangelogConfig {
+				r.Config = append(r.Config, kafka.ConfigEntry{Name: k, Value: v, IncrementalOperation: kafka.AlterConfigOpTypeSet})
+			}
+			existing = append(existing, r)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
+	if len(missing) > 0 {
+		res, err := admin.CreateTopics(ctx, missing, kafka.SetAdminOperationTimeout(30*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("create de-duplication changelogs: %w", err)
+		}
+		for _, r := range res {
+			if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+				return nil, fmt.Errorf("create de-duplication changelog %q: %w", r.Topic, r.Error)
+			}
+		}
 	}
-	res, err := admin.CreateTopics(ctx, missing, kafka.SetAdminOperationTimeout(30*time.Second))
+	if len(existing) == 0 {
+		return nil, nil
+	}
+	res, err := admin.IncrementalAlterConfigs(ctx, existing, kafka.SetAdminRequestTimeout(30*time.Second))
 	if err != nil {
-		return fmt.Errorf("create de-duplication changelogs: %w", err)
+		return fmt.Errorf("configure existing de-duplication changelogs: %w", err), nil
 	}
 	for _, r := range res {
-		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
-			return fmt.Errorf("create de-duplication changelog %q: %w", r.Topic, r.Error)
+		if r.Error.Code() != kafka.ErrNoError {
+			return fmt.Errorf("configure de-duplication changelog %q: %w", r.Name, r.Error), nil
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // growIfNeeded adds partitions to the changelog when its input topic grew while running: the new input partition

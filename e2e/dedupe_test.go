@@ -12,6 +12,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
 )
@@ -54,6 +55,11 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 
 	const perPhase, dupsPerPhase = 24_000, 6_000 // 48,000 identities, 12,000 duplicates: 20% of 60,000
 	dedupeInput(ctx, t, f, rng, 0, perPhase, dupsPerPhase)
+	// A changelog an older version made, with Kafka's segment and cleaning defaults: the processor reconfigures it.
+	changelog := "e2e-dedupe-" + f.input
+	if err := f.cluster.CreateTopic(ctx, changelog, 6, 0, map[string]string{"cleanup.policy": "compact"}); err != nil {
+		t.Fatal(err)
+	}
 	extra := map[string]string{
 		"PROCESSOR_DEDUPE_IDENTITY":      "key",
 		"PROCESSOR_MAX_BATCH_RECORDS":    "2000",
@@ -127,6 +133,15 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 	}
 	if dlq, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq); err != nil || len(dlq[0]) != 0 {
 		t.Fatalf("dead-letter topic: %d records, %v; want none", len(dlq[0]), err)
+	}
+	cfg, err := f.cluster.TopicConfig(ctx, changelog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range dedupe.ChangelogConfig {
+		if cfg[k] != want {
+			t.Errorf("changelog %s: %s = %q, want %q", changelog, k, cfg[k], want)
+		}
 	}
 	// The de-duplication admin and restore clients log through the processor's JSON log, like the others.
 	for _, in := range []*procrun.Instance{killed, leaver} {

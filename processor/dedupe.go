@@ -35,8 +35,13 @@ func newDedupe(ctx context.Context, cfg Config, reg prometheus.Registerer, log *
 	}
 	defer closeAdmin()
 	changelogOf := func(input string) string { return changelogTopic(cfg.AppID, input) }
-	if err := dedupe.EnsureChangelogs(ctx, admin, cfg.InputTopics, changelogOf); err != nil {
+	notApplied, err := dedupe.EnsureChangelogs(ctx, admin, cfg.InputTopics, changelogOf)
+	if err != nil {
 		return nil, nil, err
+	}
+	if notApplied != nil {
+		log.Warn("de-duplication changelogs keep their old configuration: restores read more than the live entries",
+			"want", dedupe.ChangelogConfig, "error", notApplied)
 	}
 	metrics := newDedupeMetrics(reg)
 	return &dedupe.Stage{

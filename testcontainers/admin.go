@@ -255,3 +255,23 @@ func (c *Cluster) GroupCoordinator(ctx context.Context, group string) (int, erro
 	})
 	return id, err
 }
+
+// TopicConfig is topic's configuration as the brokers report it, defaults included.
+func (c *Cluster) TopicConfig(ctx context.Context, topic string) (map[string]string, error) {
+	admin, err := c.adminClient()
+	if err != nil {
+		return nil, err
+	}
+	res, err := admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	if err != nil {
+		return nil, fmt.Errorf("describe topic %q: %w", topic, err)
+	}
+	if len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+		return nil, fmt.Errorf("describe topic %q: %v", topic, res)
+	}
+	out := map[string]string{}
+	for name, e := range res[0].Config {
+		out[name] = e.Value
+	}
+	return out, nil
+}
