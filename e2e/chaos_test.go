@@ -45,6 +45,8 @@ type chaosScenario struct {
 	// transactions: faults the processor is meant to ride out, not merely survive.
 	bounded    bool
 	maxAborted int
+	// extraRecords are written by inject, beyond the n written before the processors start.
+	extraRecords int
 }
 
 type chaosResult struct {
@@ -100,6 +102,10 @@ func TestChaosMatrix(t *testing.T) {
 		{name: "group coordinator killed as offsets are sent", faults: 1, inject: killCoordinator, bounded: true,
 			env:      map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "40s"},
 			firstEnv: map[string]string{"PROCESSOR_TEST_STOP_IN_TRANSACTION": "3"}},
+		// No exit; the batches that reach the new changelog partition before the producer's metadata (refreshed
+		// every 5 s) does are aborted and redone, with growing back-off: a few per processor.
+		{name: "input partitions added, with de-duplication", faults: 1, inject: addInputPartitions(2, 4_000), extraRecords: 4_000,
+			env: map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "key"}, bounded: true, maxAborted: 30},
 		{name: "single partition, exact order", inputPartitions: 1, outputPartitions: 1, processors: 1, faults: 3,
 			inject: bounceProcessor(syscall.SIGKILL), env: map[string]string{"PROCESSOR_TEST_ABORT_RATIO": "0.2"}},
 	}
@@ -203,7 +209,7 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 		lost: report.Missing, visibleAborted: visibleAborted, aborted: abortsLogged(f),
 		faults: injected, unexpectedExits: unexpected, duration: duration,
 	}
-	r.ok = report.OK() && seen.duplicates == 0 && visibleAborted == 0 && report.Inputs == n &&
+	r.ok = report.OK() && seen.duplicates == 0 && visibleAborted == 0 && report.Inputs == n+sc.extraRecords &&
 		len(seen.positions) == len(final)
 	r.verdict = fmt.Sprintf("%s; during the faults the reader saw %d records, %d duplicated, %d later gone (final %d)",
 		report, len(seen.positions), seen.duplicates, visibleAborted, len(final))
@@ -370,6 +376,23 @@ func cutOffLeader(ctx context.Context, run *chaosRun, _ int) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("broker %d (leader of %s[0]) cut off until a new leader took over, then reconnected", leader, f.input), nil
+}
+
+// addInputPartitions grows the input topic from partitions to partitions+2 and writes extra records to the new
+// partitions only. With de-duplication on, the processor that gets a new partition must grow its changelog and
+// produce to a changelog partition its producer has not seen yet: that was an exit 1.
+func addInputPartitions(partitions, extra int) func(context.Context, *chaosRun, int) (string, error) {
+	return func(ctx context.Context, run *chaosRun, _ int) (string, error) {
+		f := run.f
+		if err := f.cluster.AddPartitions(ctx, f.input, partitions+2); err != nil {
+			return "", err
+		}
+		// Keys continue far after the first records', so that de-duplication keeps every one.
+		f.produce(ctx, partitions+2, 1_000_000, extra, func(i int, m *kafka.Message) {
+			m.TopicPartition.Partition = int32(partitions + i%2)
+		})
+		return fmt.Sprintf("input grown from %d to %d partitions, %d records written to the new ones", partitions, partitions+2, extra), nil
+	}
 }
 
 // killCoordinator waits for processor 0 to stop itself inside its 3rd transaction, where its records are
