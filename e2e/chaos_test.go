@@ -47,6 +47,8 @@ type chaosScenario struct {
 	maxAborted int
 	// extraRecords are written by inject, beyond the n written before the processors start.
 	extraRecords int
+	// setup, when set, prepares more of the run before the processors start and returns variables for them.
+	setup func(ctx context.Context, f *fixture, n int) (map[string]string, error)
 }
 
 type chaosResult struct {
@@ -106,6 +108,9 @@ func TestChaosMatrix(t *testing.T) {
 		// every 5 s) does are aborted and redone, with growing back-off: a few per processor.
 		{name: "input partitions added, with de-duplication", faults: 1, inject: addInputPartitions(2, 4_000), extraRecords: 4_000,
 			env: map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "key"}, bounded: true, maxAborted: 30},
+		// The deleted topic's partitions are lost: a processor owning some drops the batch in flight and the one
+		// assembled beside it, and rewinds its other partitions: at most 2 aborts per processor.
+		{name: "one of two input topics deleted", faults: 1, setup: secondInput, inject: deleteSecondInput, bounded: true, maxAborted: 4},
 		{name: "single partition, exact order", inputPartitions: 1, outputPartitions: 1, processors: 1, faults: 3,
 			inject: bounceProcessor(syscall.SIGKILL), env: map[string]string{"PROCESSOR_TEST_ABORT_RATIO": "0.2"}},
 	}
@@ -144,6 +149,13 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 	env := map[string]string{"PROCESSOR_MAX_BATCH_RECORDS": "1000", "PROCESSOR_LOG_LEVEL": "debug"}
 	for k, v := range sc.env {
 		env[k] = v
+	}
+	if sc.setup != nil {
+		more, err := sc.setup(ctx, f, n)
+		if err != nil {
+			t.Fatalf("set up %s: %v", sc.name, err)
+		}
+		maps.Copy(env, more)
 	}
 	started := time.Now()
 	run := &chaosRun{f: f}
@@ -376,6 +388,40 @@ func cutOffLeader(ctx context.Context, run *chaosRun, _ int) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("broker %d (leader of %s[0]) cut off until a new leader took over, then reconnected", leader, f.input), nil
+}
+
+// secondInput adds a second input topic with as many records as the first, routed to an output of its own so that
+// the verdict covers the first input alone.
+func secondInput(ctx context.Context, f *fixture, n int) (map[string]string, error) {
+	other, otherOut := f.input+"-b", f.output+"-b"
+	for _, topic := range []string{other, otherOut} {
+		if err := f.cluster.CreateTopic(ctx, topic, 2, 0, nil); err != nil {
+			return nil, err
+		}
+	}
+	p, err := kafkatest.NewProducer(ctx, f.cluster.BootstrapServers(), "")
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	if err := p.Send(ctx, kafkatest.Records(other, 2, 0, n, 100), true); err != nil {
+		return nil, err
+	}
+	return map[string]string{
+		"PROCESSOR_INPUT_TOPICS": f.input + "," + other,
+		"PROCESSOR_ROUTE":        fmt.Sprintf("topic == %q ? %q : %q", other, otherOut, f.output),
+		"PROCESSOR_ROUTE_TOPICS": otherOut,
+	}, nil
+}
+
+// deleteSecondInput deletes the input topic secondInput added, while batches of both inputs are in flight: the
+// first input's records must all still be processed exactly once, and no processor may exit.
+func deleteSecondInput(ctx context.Context, run *chaosRun, _ int) (string, error) {
+	other := run.f.input + "-b"
+	if err := run.f.cluster.DeleteTopic(ctx, other); err != nil {
+		return "", err
+	}
+	return "input topic " + other + " deleted", nil
 }
 
 // addInputPartitions grows the input topic from partitions to partitions+2 and writes extra records to the new
