@@ -65,7 +65,8 @@ func TestAssembleReturnsWhenTheContextEnds(t *testing.T) {
 	if _, err := c.Assemble(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > time.Second {
+	// Far below the minute-long interval it would otherwise wait, and far above what a busy machine adds.
+	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Assemble took %s after its context ended", d)
 	}
 }
