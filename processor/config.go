@@ -306,19 +306,29 @@ func (c *Config) resolve() error {
 	return c.validate()
 }
 
+// problemFunc reports a problem with a variable (named without EnvPrefix).
+type problemFunc func(key, format string, args ...any)
+
 func (c *Config) validate() error {
 	var p []string
 	bad := func(key, format string, args ...any) { p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...)) }
-
-	if brokers := splitList(c.Brokers); len(brokers) == 0 {
-		bad("BROKERS", "not set; set it to the Kafka bootstrap servers, e.g. localhost:9092")
-	} else {
-		for _, b := range brokers {
-			if err := checkHostPort(b, false); err != nil {
-				bad("BROKERS", "%q: %v; write host:port[,host:port...], e.g. kafka-0:9092,kafka-1:9092", b, err)
-			}
-		}
+	c.validateTopics(bad)
+	c.validateAddresses(bad)
+	c.validateNumbers(bad)
+	c.validateChoices(bad)
+	c.validateProperties(bad)
+	c.validateSecurity(bad)
+	p = append(p, c.stageProblems()...)
+	if len(p) > 0 {
+		slices.Sort(p)
+		return &ConfigError{Problems: p}
 	}
+	return nil
+}
+
+// validateTopics checks the topic names, the application id that names topics, and that nothing the processor
+// writes is also an input.
+func (c *Config) validateTopics(bad problemFunc) {
 	c.InputTopics = slices.DeleteFunc(c.InputTopics, func(t string) bool { return strings.TrimSpace(t) == "" })
 	if len(c.InputTopics) == 0 {
 		bad("INPUT_TOPICS", "not set; set it to the comma-separated topics to read, e.g. orders,payments")
@@ -347,26 +357,6 @@ func (c *Config) validate() error {
 			bad("ROUTE_TOPICS", "%q: %v", t, err)
 		}
 	}
-	if err := checkHostPort(c.HTTPAddr, true); err != nil {
-		bad("HTTP_ADDR", "%q: %v; write [host]:port, e.g. :8080 or 127.0.0.1:8080", c.HTTPAddr, err)
-	}
-	if c.PprofAddr != "" {
-		if err := checkHostPort(c.PprofAddr, true); err != nil {
-			bad("PPROF_ADDR", "%q: %v; write [host]:port, e.g. 127.0.0.1:6060, or leave it empty for no profiler", c.PprofAddr, err)
-		} else if c.PprofAddr == c.HTTPAddr && !strings.HasSuffix(c.PprofAddr, ":0") {
-			bad("PPROF_ADDR", "%q: the same address as PROCESSOR_HTTP_ADDR; the profiler needs its own port", c.PprofAddr)
-		}
-	}
-	if c.DedupeWindow <= 0 {
-		bad("DEDUPE_WINDOW", "%s: must be positive", c.DedupeWindow)
-	}
-	if c.DedupeMaxEntries <= 0 {
-		bad("DEDUPE_MAX_ENTRIES", "%d: must be at least 1", c.DedupeMaxEntries)
-	}
-	// max.poll.interval.ms, derived as 2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL, has librdkafka's limit of 24 hours.
-	if 2*c.TransactionTimeout+c.BatchInterval > 24*time.Hour {
-		bad("TRANSACTION_TIMEOUT", "%s: too long; the consumer's max.poll.interval.ms (2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL) must stay within 24h, and brokers allow at most transaction.max.timeout.ms (15m by default)", c.TransactionTimeout)
-	}
 	if slices.Contains(c.InputTopics, c.OutputTopic) {
 		bad("OUTPUT_TOPIC", "%q is also an input topic; the processor would read its own output forever", c.OutputTopic)
 	}
@@ -381,6 +371,39 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.InstanceID, " \t") {
 		bad("INSTANCE_ID", "%q: must not contain spaces", c.InstanceID)
 	}
+}
+
+// validateAddresses checks the brokers' and the processor's own listen addresses.
+func (c *Config) validateAddresses(bad problemFunc) {
+	if brokers := splitList(c.Brokers); len(brokers) == 0 {
+		bad("BROKERS", "not set; set it to the Kafka bootstrap servers, e.g. localhost:9092")
+	} else {
+		for _, b := range brokers {
+			if err := checkHostPort(b, false); err != nil {
+				bad("BROKERS", "%q: %v; write host:port[,host:port...], e.g. kafka-0:9092,kafka-1:9092", b, err)
+			}
+		}
+	}
+	if err := checkHostPort(c.HTTPAddr, true); err != nil {
+		bad("HTTP_ADDR", "%q: %v; write [host]:port, e.g. :8080 or 127.0.0.1:8080", c.HTTPAddr, err)
+	}
+	if c.PprofAddr != "" {
+		if err := checkHostPort(c.PprofAddr, true); err != nil {
+			bad("PPROF_ADDR", "%q: %v; write [host]:port, e.g. 127.0.0.1:6060, or leave it empty for no profiler", c.PprofAddr, err)
+		} else if c.PprofAddr == c.HTTPAddr && !strings.HasSuffix(c.PprofAddr, ":0") {
+			bad("PPROF_ADDR", "%q: the same address as PROCESSOR_HTTP_ADDR; the profiler needs its own port", c.PprofAddr)
+		}
+	}
+}
+
+// validateNumbers checks sizes, durations and rates, alone and against each other.
+func (c *Config) validateNumbers(bad problemFunc) {
+	if c.DedupeWindow <= 0 {
+		bad("DEDUPE_WINDOW", "%s: must be positive", c.DedupeWindow)
+	}
+	if c.DedupeMaxEntries <= 0 {
+		bad("DEDUPE_MAX_ENTRIES", "%d: must be at least 1", c.DedupeMaxEntries)
+	}
 	if c.MaxBatchRecords <= 0 {
 		bad("MAX_BATCH_RECORDS", "%d: must be at least 1", c.MaxBatchRecords)
 	}
@@ -388,6 +411,16 @@ func (c *Config) validate() error {
 		if d <= 0 {
 			bad(key, "%s: must be positive", d)
 		}
+	}
+	if c.TransactionTimeout%time.Millisecond != 0 || c.TransactionTimeout < time.Second {
+		bad("TRANSACTION_TIMEOUT", "%s: must be whole milliseconds and at least 1s", c.TransactionTimeout)
+	}
+	// max.poll.interval.ms, derived as 2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL, has librdkafka's limit of 24 hours.
+	if 2*c.TransactionTimeout+c.BatchInterval > 24*time.Hour {
+		bad("TRANSACTION_TIMEOUT", "%s: too long; the consumer's max.poll.interval.ms (2 x TRANSACTION_TIMEOUT + BATCH_INTERVAL) must stay within 24h, and brokers allow at most transaction.max.timeout.ms (15m by default)", c.TransactionTimeout)
+	}
+	if c.BatchInterval >= c.TransactionTimeout {
+		bad("BATCH_INTERVAL", "%s must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a batch must commit before the broker aborts it", c.BatchInterval, c.TransactionTimeout)
 	}
 	for key, rate := range map[string]float64{"BACKPRESSURE_INITIAL_RATE": c.BackpressureInitialRate,
 		"BACKPRESSURE_MIN_RATE_PER_PARTITION": c.BackpressureMinRate, "BACKPRESSURE_MAX_RATE_PER_PARTITION": c.BackpressureMaxRate} {
@@ -398,12 +431,6 @@ func (c *Config) validate() error {
 	if c.BackpressureMaxRate > 0 && c.BackpressureMaxRate < c.BackpressureMinRate {
 		bad("BACKPRESSURE_MAX_RATE_PER_PARTITION", "%g is below PROCESSOR_BACKPRESSURE_MIN_RATE_PER_PARTITION (%g)", c.BackpressureMaxRate, c.BackpressureMinRate)
 	}
-	if c.DedupeIdentity != "" {
-		if _, err := dedupe.ParseIdentitySpec(c.DedupeIdentity); err != nil {
-			bad("DEDUPE_IDENTITY", "%q: %v", c.DedupeIdentity, err)
-		}
-	}
-	p = append(p, c.stageProblems()...)
 	if !(c.TestAbortRatio >= 0 && c.TestAbortRatio < 1) { // NaN too
 		bad("TEST_ABORT_RATIO", "%g: must be at least 0 and below 1", c.TestAbortRatio)
 	}
@@ -413,12 +440,10 @@ func (c *Config) validate() error {
 	if c.TestStopInTransaction < 0 {
 		bad("TEST_STOP_IN_TRANSACTION", "%d: must not be negative", c.TestStopInTransaction)
 	}
-	if c.TransactionTimeout%time.Millisecond != 0 || c.TransactionTimeout < time.Second {
-		bad("TRANSACTION_TIMEOUT", "%s: must be whole milliseconds and at least 1s", c.TransactionTimeout)
-	}
-	if c.BatchInterval >= c.TransactionTimeout {
-		bad("BATCH_INTERVAL", "%s must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a batch must commit before the broker aborts it", c.BatchInterval, c.TransactionTimeout)
-	}
+}
+
+// validateChoices checks the settings that take one of a few values or a small language.
+func (c *Config) validateChoices(bad problemFunc) {
 	if !slices.Contains([]string{"earliest", "latest"}, c.AutoOffsetReset) {
 		bad("AUTO_OFFSET_RESET", "%q: must be earliest or latest", c.AutoOffsetReset)
 	}
@@ -428,6 +453,16 @@ func (c *Config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%q: must be debug, info, warn or error", c.LogLevel)
 	}
+	if c.DedupeIdentity != "" {
+		if _, err := dedupe.ParseIdentitySpec(c.DedupeIdentity); err != nil {
+			bad("DEDUPE_IDENTITY", "%q: %v", c.DedupeIdentity, err)
+		}
+	}
+}
+
+// validateProperties checks the pass-through librdkafka properties: none the processor owns, each one librdkafka
+// accepts, and a message timeout below the transaction timeout.
+func (c *Config) validateProperties(bad problemFunc) {
 	for key, props := range map[string]Properties{"KAFKA_PROPERTIES": c.KafkaProperties, "CONSUMER_PROPERTIES": c.ConsumerProperties, "PRODUCER_PROPERTIES": c.ProducerProperties} {
 		for _, k := range slices.Sorted(maps.Keys(props)) {
 			if why := ownedBy(key, k); why != "" {
@@ -446,12 +481,6 @@ func (c *Config) validate() error {
 	} else if mt >= c.TransactionTimeout {
 		bad(key, "message.timeout.ms (%s) must be below PROCESSOR_TRANSACTION_TIMEOUT (%s): a record still retrying after the broker aborted its transaction fails the producer", mt, c.TransactionTimeout)
 	}
-	c.validateSecurity(bad)
-	if len(p) > 0 {
-		slices.Sort(p)
-		return &ConfigError{Problems: p}
-	}
-	return nil
 }
 
 // splitList splits a comma-separated list and drops empty entries.

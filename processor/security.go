@@ -120,7 +120,7 @@ func (c *Config) resolveSecretFiles() []string {
 
 // validateSecurity checks the security variables against each other and against the properties. bad reports a
 // problem for a variable (without the prefix).
-func (c *Config) validateSecurity(bad func(key, format string, args ...any)) {
+func (c *Config) validateSecurity(bad problemFunc) {
 	if c.SecurityProtocol != "" {
 		c.SecurityProtocol = strings.ToLower(c.SecurityProtocol)
 		if !slices.Contains(securityProtocols, c.SecurityProtocol) {
