@@ -45,33 +45,29 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, records, kills int) error {
+// startCluster starts a single-broker Kafka with the demo's topics.
+func startCluster(ctx context.Context) (*testcontainers.Cluster, error) {
 	step("starting a single-broker Kafka (%s)", testcontainers.Image())
 	started := time.Now()
 	cluster, err := testcontainers.Start(ctx, testcontainers.Options{})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer cluster.Terminate(context.WithoutCancel(ctx))
 	step("Kafka ready at %s in %s", cluster.BootstrapServers(), since(started))
 	for topic, n := range map[string]int{inputTopic: partitions, outputTopic: partitions, deadLetters: 1} {
 		if err := cluster.CreateTopic(ctx, topic, n, 1, nil); err != nil {
-			return err
+			_ = cluster.Terminate(context.WithoutCancel(ctx))
+			return nil, err
 		}
 	}
 	step("topics %s (%d partitions), %s (%d partitions), %s", inputTopic, partitions, outputTopic, partitions, deadLetters)
+	return cluster, nil
+}
 
-	workDir, err := os.MkdirTemp("", "eosproc-demo-")
-	if err != nil {
-		return err
-	}
-	step("building the processor binary")
-	bin, err := procrun.Build(ctx, workDir)
-	if err != nil {
-		return err
-	}
-	env := map[string]string{
-		"PROCESSOR_BROKERS":           cluster.BootstrapServers(),
+// processorEnv is the demo processor's configuration.
+func processorEnv(brokers string) map[string]string {
+	return map[string]string{
+		"PROCESSOR_BROKERS":           brokers,
 		"PROCESSOR_INPUT_TOPICS":      inputTopic,
 		"PROCESSOR_OUTPUT_TOPIC":      outputTopic,
 		"PROCESSOR_DEAD_LETTER_TOPIC": deadLetters,
@@ -83,7 +79,26 @@ func run(ctx context.Context, records, kills int) error {
 		// instead of after its dead predecessor's session times out (45 s by default).
 		"PROCESSOR_STATIC_MEMBERSHIP": "true",
 	}
+}
+
+func run(ctx context.Context, records, kills int) error {
+	cluster, err := startCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer cluster.Terminate(context.WithoutCancel(ctx))
+
+	workDir, err := os.MkdirTemp("", "eosproc-demo-")
+	if err != nil {
+		return err
+	}
+	step("building the processor binary")
+	bin, err := procrun.Build(ctx, workDir)
+	if err != nil {
+		return err
+	}
 	logPath := filepath.Join(workDir, "processor.log")
+	env := processorEnv(cluster.BootstrapServers())
 	startProcessor := func() (*procrun.Instance, error) { return procrun.Start(bin, "demo-0", logPath, env) }
 
 	// The generator writes while the processor runs, as a live upstream would.
