@@ -14,7 +14,14 @@ const maxJSONDepth = 10000
 // is returned as its raw bytes, invalid UTF-8 included (a decoder would turn each bad byte into U+FFFD, making
 // distinct identities equal). It walks the bytes once,
 // allocating nothing unless the field or a member name on the path holds escapes: measured on a 300-byte order,
-// it is several times faster than decoding into a map (see BenchmarkExtractJSON).
+// it is several times faster than decoding into a map (BenchmarkExtractJSON).
+//
+// Why not tidwall/gjson: it finds a field without validating what it skips, and a malformed record must be
+// dead-lettered, not given an identity read from half of it; validated first (gjson.ValidBytes), it took 738 ns
+// to this scanner's 628 on a 390-byte order (medians of 5), close enough to prefer a library, but its validator
+// recurses without a depth limit: one record nested a million deep grew a goroutine's stack to 128 MB, where this
+// scanner stops at maxJSONDepth. It also says only "not valid", where a dead letter here says what was found at
+// which byte.
 //
 // The returned error wraps ErrNoIdentity when the value is valid JSON without a usable field, and
 // ErrMalformedJSON when it is not valid JSON.
