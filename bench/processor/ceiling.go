@@ -126,25 +126,11 @@ func (b *bench) addCeiling(c Ceiling) {
 // topic with an idempotent acks=all producer, one Produce call per record as the processor does, without
 // transactions, transforms or batches: what a copy job costs the client and the broker before any guarantee.
 func (b *bench) goCopy(ctx context.Context, w workload, produce bool) (Ceiling, error) {
-	bootstrap := b.cluster.BootstrapServers()
-	cons, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": bootstrap, "group.id": "bench-ceiling", "isolation.level": "read_committed",
-		"enable.auto.commit": false, "fetch.wait.max.ms": 100, "queued.max.messages.kbytes": 65536,
-		"fetch.max.bytes": 16777216, "max.partition.fetch.bytes": 1048576, "log_level": 3,
-	})
+	cons, err := ceilingConsumer(b.cluster.BootstrapServers(), w.topic)
 	if err != nil {
 		return Ceiling{}, err
 	}
 	defer cons.Close()
-	topic := w.topic
-	var assignment []kafka.TopicPartition
-	for p := range partitions {
-		assignment = append(assignment, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: kafka.OffsetBeginning})
-	}
-	if err := cons.Assign(assignment); err != nil {
-		return Ceiling{}, err
-	}
-
 	var prod *kafka.Producer
 	var delivered atomic.Int64
 	out := b.nextName("bench-ceiling-out")
@@ -152,21 +138,10 @@ func (b *bench) goCopy(ctx context.Context, w workload, produce bool) (Ceiling, 
 		if err := b.cluster.CreateTopic(ctx, out, partitions, 1, nil); err != nil {
 			return Ceiling{}, err
 		}
-		prod, err = kafka.NewProducer(&kafka.ConfigMap{
-			"bootstrap.servers": bootstrap, "enable.idempotence": true, "acks": "all", "linger.ms": 10,
-			"go.delivery.report.fields": "none", "log_level": 3,
-		})
-		if err != nil {
+		if prod, err = ceilingProducer(b.cluster.BootstrapServers(), &delivered); err != nil {
 			return Ceiling{}, err
 		}
 		defer prod.Close()
-		go func() {
-			for ev := range prod.Events() {
-				if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error == nil {
-					delivered.Add(1)
-				}
-			}
-		}()
 	}
 
 	start := time.Now()
@@ -210,6 +185,47 @@ func (b *bench) goCopy(ctx context.Context, w workload, produce bool) (Ceiling, 
 	return Ceiling{Workload: w.name, Tool: tool, Records: w.records, RecordsPerSec: float64(w.records) / took,
 		MBPerSec: float64(w.records) * float64(w.size) / took / mib,
 		Note:     "Go client on the host, read_committed; copy: idempotent acks=all, linger.ms=10, no transactions"}, nil
+}
+
+// ceilingConsumer reads every partition of topic from the beginning, read_committed, with the prefetch the
+// processor's consumer is compared with.
+func ceilingConsumer(bootstrap, topic string) (*kafka.Consumer, error) {
+	cons, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "group.id": "bench-ceiling", "isolation.level": "read_committed",
+		"enable.auto.commit": false, "fetch.wait.max.ms": 100, "queued.max.messages.kbytes": 65536,
+		"fetch.max.bytes": 16777216, "max.partition.fetch.bytes": 1048576, "log_level": 3,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var assignment []kafka.TopicPartition
+	for p := range partitions {
+		assignment = append(assignment, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: kafka.OffsetBeginning})
+	}
+	if err := cons.Assign(assignment); err != nil {
+		cons.Close()
+		return nil, err
+	}
+	return cons, nil
+}
+
+// ceilingProducer is an idempotent producer without transactions that counts its successful deliveries.
+func ceilingProducer(bootstrap string, delivered *atomic.Int64) (*kafka.Producer, error) {
+	prod, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "enable.idempotence": true, "acks": "all", "linger.ms": 10,
+		"go.delivery.report.fields": "none", "log_level": 3,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for ev := range prod.Events() {
+			if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error == nil {
+				delivered.Add(1)
+			}
+		}
+	}()
+	return prod, nil
 }
 
 func (b *bench) nextName(prefix string) string {
