@@ -448,13 +448,7 @@ func addInputPartitions(partitions, extra int) func(context.Context, *chaosRun, 
 // the offsets must wait for it, within the transaction timeout, rather than abort the transaction.
 func killCoordinator(ctx context.Context, run *chaosRun, _ int) (string, error) {
 	p := run.procs[0]
-	p.mu.Lock()
-	pid := p.cur.PID()
-	p.mu.Unlock()
-	err := testcontainers.WaitFor(ctx, p.name+" stopped inside a transaction", func(context.Context) (bool, error) {
-		return processState(pid) == 'T', nil
-	})
-	if err != nil {
+	if err := p.waitStopped(ctx); err != nil {
 		return "", err
 	}
 	c := run.f.cluster
@@ -498,13 +492,7 @@ func freezePastTimeout(_ context.Context, run *chaosRun, _ int) (string, error) 
 // so the broker aborts that transaction and the group hands its partitions over, then lets it go on.
 func thawStoppedInTransaction(ctx context.Context, run *chaosRun, _ int) (string, error) {
 	p := run.procs[0]
-	p.mu.Lock()
-	pid := p.cur.PID()
-	p.mu.Unlock()
-	err := testcontainers.WaitFor(ctx, p.name+" stopped inside a transaction", func(context.Context) (bool, error) {
-		return processState(pid) == 'T', nil
-	})
-	if err != nil {
+	if err := p.waitStopped(ctx); err != nil {
 		return "", err
 	}
 	// As in freezePastTimeout, the length of the stop is the fault itself.
@@ -513,6 +501,16 @@ func thawStoppedInTransaction(ctx context.Context, run *chaosRun, _ int) (string
 		return "", err
 	}
 	return fmt.Sprintf("processor %s: stopped itself in its 3rd transaction, SIGCONT 12 s later (transaction timeout 8 s)", p.name), nil
+}
+
+// waitStopped waits until the current process has stopped itself (PROCESSOR_TEST_STOP_IN_TRANSACTION).
+func (s *supervised) waitStopped(ctx context.Context) error {
+	s.mu.Lock()
+	pid := s.cur.PID()
+	s.mu.Unlock()
+	return testcontainers.WaitFor(ctx, s.name+" stopped inside a transaction", func(context.Context) (bool, error) {
+		return processState(pid) == 'T', nil
+	})
 }
 
 // processState is the state letter of a process in /proc (R running, S sleeping, T stopped), 0 if unknown.
