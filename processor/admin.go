@@ -82,11 +82,13 @@ const defaultBatchBytes = 1_000_000
 // outputLimits reads max.message.bytes of the topics the processor writes (output, dead letters, routes). A
 // broker refuses a whole record batch above its topic's limit, and librdkafka does not split it, so the loop
 // dead-letters an input whose output alone would exceed it and the producer's batches are kept within the
-// smallest. When the limits cannot be read (no DescribeConfigs permission, brokers away) it logs why and
-// returns none: records then meet only the producer's own limit.
+// smallest. When the limits cannot be read within 5 s (no DescribeConfigs permission, brokers away or refusing
+// the login) it logs why and returns none: records then meet only the producer's own limit. The bound keeps a
+// misconfigured replica from knocking on the brokers with one more client before its own clients' login watch
+// (PROCESSOR_AUTH_FAILURE_TIMEOUT) can end it.
 func outputLimits(ctx context.Context, cfg Config, log *slog.Logger) map[string]int {
 	topics := append([]string{cfg.OutputTopic, cfg.DeadLetterTopic}, cfg.RouteTopics...)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	admin, closeAdmin, err := newAdmin(cfg.adminConfig(), cfg.GroupID+"-topic-limits", "topic-limits", log)
 	if err == nil {
