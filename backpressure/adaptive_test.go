@@ -69,3 +69,22 @@ func TestAdaptiveDrainsALateScheduleGently(t *testing.T) {
 		t.Errorf("Update when a minute late = %v, want %v", rate, want)
 	}
 }
+
+// The fixed-cost regime sends batches to their cap, so it must not be concluded from noisy batches of a cost
+// that grows with the batch: these are the batch times (ms) a busy machine measured for a 100 us-per-record
+// transform, which once passed for flat.
+func TestCostThatGrowsIsNotTakenForFixed(t *testing.T) {
+	var grows, fixed costFit
+	for _, b := range [][2]float64{{1494, 274}, {1674, 304}, {5454, 629}, {5514, 669}, {3288, 454}} {
+		grows.add(b[0], b[1]/1000)
+	}
+	if grows.flat() {
+		t.Error("100 us per record over 1,500 to 5,500 records taken for a fixed cost")
+	}
+	for _, b := range [][2]float64{{100, 120}, {400, 123}, {1600, 119}, {6400, 122}} {
+		fixed.add(b[0], b[1]/1000)
+	}
+	if !fixed.flat() {
+		t.Error("120 ms whatever the size not taken for a fixed cost")
+	}
+}
