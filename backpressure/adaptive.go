@@ -35,7 +35,7 @@ const (
 	maxStep = 2.0
 	// probeStep is how much larger a batch is asked to be when batches at the partitions' floors take
 	// longer than the interval: enough spread to tell a fixed cost that fills the interval.
-	probeStep = 4.0
+	probeStep = 2.0
 )
 
 // Adaptive is the default Estimator. It fits the time of a batch as a fixed cost plus a cost per

@@ -100,7 +100,7 @@ type Config struct {
 	TestAbortRatio        float64       `env:"TEST_ABORT_RATIO" help:"Testing only: share of transactions (0 to 1) aborted on purpose just before commit, as fault tests do."`
 	TestSerialLoop        bool          `env:"TEST_SERIAL_LOOP" envDefault:"false" help:"Testing only: assemble a batch only once the previous transaction has settled (the loop before pipelining), so that make bench measures what pipelining gains."`
 	TestCPUProfile        string        `env:"TEST_CPU_PROFILE" help:"Testing only: write a CPU profile of the whole run to this file (go tool pprof), as make bench does for its profile section."`
-	TestStopInTransaction int           `env:"TEST_STOP_IN_TRANSACTION" help:"Testing only: in this transaction (counted from 1), after producing its outputs and before sending its offsets, the process stops itself with SIGSTOP, as a frozen host would; 0 never."`
+	TestStopInTransaction int           `env:"TEST_STOP_IN_TRANSACTION" help:"Testing only: in this transaction (counted from 1), after producing its outputs and before sending its offsets (at_least_once: after they are delivered and before the offsets are committed), the process stops itself with SIGSTOP, as a frozen host would; 0 never."`
 }
 
 // Properties are librdkafka properties, written key=value;key=value in the environment.

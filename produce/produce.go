@@ -369,15 +369,17 @@ func (p *Producer) guard(ctx context.Context, op string, call func() error) erro
 		return p.wedge(op, fmt.Sprintf("after %s (transaction timeout plus %s)", p.stallBound, stallMargin))
 	case <-ctx.Done():
 	}
-	// A call given its own deadline returns within it; the grace keeps a call that is just finishing from being
-	// taken for a stuck one.
-	grace := time.NewTimer(attemptTimeout)
+	// A call given its own deadline returns within it, and the longest such deadline is a SendOffsets
+	// attempt's: the grace waits that long, so that a call still inside its own bound is not taken for a stuck
+	// one (and the process for wedged) at shutdown.
+	wait := max(attemptTimeout, p.sendOffsetsTimeout)
+	grace := time.NewTimer(wait)
 	defer grace.Stop()
 	select {
 	case err := <-done:
 		return wrap(op, err)
 	case <-grace.C:
-		return p.wedge(op, fmt.Sprintf("%s after its caller gave up (%v)", attemptTimeout, context.Cause(ctx)))
+		return p.wedge(op, fmt.Sprintf("%s after its caller gave up (%v)", wait, context.Cause(ctx)))
 	}
 }
 

@@ -117,7 +117,7 @@ type Faults struct {
 	// AbortRatio is the share of transactions aborted on purpose just before commit.
 	AbortRatio float64
 	// InTransaction is called in every transaction after its outputs are produced and before its offsets are
-	// sent, with the transaction's number (from 1): the moment a frozen or killed process leaves the most
-	// behind.
+	// sent (at_least_once: after the outputs are delivered and before the offsets are committed), with the
+	// transaction's number (from 1): the moment a frozen or killed process leaves the most behind.
 	InTransaction func(n int)
 }

@@ -125,16 +125,14 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 		if err := l.Producer.Flush(work); err != nil {
 			return l.classify("flush", err)
 		}
+		l.inTransaction()
 		if err := l.Consumer.CommitOffsets(b.offsets); err != nil {
 			// A rebalance took the partitions (or the coordinator moved): redo from the committed offsets.
 			return &abortable{step: "commit_offsets", err: err}
 		}
 		return nil
 	}
-	if l.Faults.InTransaction != nil {
-		l.transactions++
-		l.Faults.InTransaction(l.transactions)
-	}
+	l.inTransaction()
 	// Taken as late as possible: a rebalance that completed while the batch was prepared moved the group to a
 	// newer generation, and offsets sent with the older one would be refused. The batch's partitions are still
 	// ours, since revocations wait for this transaction (KIP-447 fences a member that lost them anyway).
@@ -244,4 +242,14 @@ func headerValue(r stream.Record, key string) string {
 		}
 	}
 	return ""
+}
+
+// inTransaction calls Faults.InTransaction, if set, with the batch's number: in exactly_once after the outputs
+// are produced and before the offsets are sent, in at_least_once after they are delivered and before the
+// offsets are committed.
+func (l *Loop) inTransaction() {
+	if l.Faults.InTransaction != nil {
+		l.transactions++
+		l.Faults.InTransaction(l.transactions)
+	}
 }
