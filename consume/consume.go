@@ -91,6 +91,13 @@ type Consumer struct {
 	// some of their records before the revocation, and the partition may even be assigned back before the call
 	// ends; such a record is from before the revocation, and the partition's position was reset since.
 	revokedInCall map[stream.TopicPartition]bool
+	// reassigned holds the partitions revoked and then assigned again within the current consume call, with the
+	// new assignment's start offset (negative: librdkafka's choice); droppedFrom the lowest offset of their
+	// records the call returned. take drops all of them (it cannot tell the old assignment's records from the new
+	// one's), but librdkafka's fetch position has moved past them, so they are sought back to: otherwise the new
+	// assignment would go on after records nobody processed.
+	reassigned  map[stream.TopicPartition]int64
+	droppedFrom map[stream.TopicPartition]int64
 	// rewound holds the partitions whose first record since the last Rewind has not arrived yet: where that
 	// record is goes to the debug log, next to the position the rewind sought.
 	rewound map[stream.TopicPartition]bool
@@ -221,6 +228,8 @@ func New(cfg Config) (*Consumer, error) {
 		assigned:   map[stream.TopicPartition]bool{},
 
 		revokedInCall: map[stream.TopicPartition]bool{},
+		reassigned:    map[stream.TopicPartition]int64{},
+		droppedFrom:   map[stream.TopicPartition]int64{},
 		rewound:       map[stream.TopicPartition]bool{},
 	}
 	clientLog := log.With("component", "consumer")
@@ -304,7 +313,11 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		}
 		c.mu.Lock()
 		for _, p := range parts {
-			c.assigned[tpOf(p)] = true
+			tp := tpOf(p)
+			c.assigned[tp] = true
+			if c.revokedInCall[tp] {
+				c.reassigned[tp] = int64(p.Offset)
+			}
 		}
 		c.mu.Unlock()
 		c.gained = len(parts) > 0
@@ -362,6 +375,38 @@ const holdPoll = 5 * time.Millisecond
 // SetRevokeBarrier sets what a revocation or loss of partitions waits for, inside Assemble, before their records
 // are dropped and the partitions given up (nil: nothing).
 func (c *Consumer) SetRevokeBarrier(wait func()) { c.beforeRevoke = wait }
+
+// reseekReassigned seeks the partitions revoked and assigned again in the last consume call, whose records that
+// call returned were dropped, back to where their new assignment starts (its committed offset, or the lowest
+// dropped offset when it has none), so that the dropped records are read again.
+func (c *Consumer) reseekReassigned() error {
+	var seeks []kafka.TopicPartition
+	for tp, start := range c.reassigned {
+		from, dropped := c.droppedFrom[tp]
+		if !dropped {
+			continue
+		}
+		if start < 0 {
+			start = from
+		}
+		seeks = append(seeks, ktp(tp, kafka.Offset(start)))
+	}
+	if len(seeks) == 0 {
+		return nil
+	}
+	res, err := c.k.Seek(seeks, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("seek %d partitions assigned again back to their start: %w", len(seeks), err)
+	}
+	for _, p := range res {
+		if p.Error != nil {
+			return fmt.Errorf("seek %s back to offset %d: %w", tpOf(p), p.Offset, p.Error)
+		}
+	}
+	c.log.Info("partitions assigned again within one consume call: their records of that call dropped and read again",
+		"positions", offsetsOf(res), "partitions", names(res))
+	return nil
+}
 
 func dropPartitions(recs []stream.Record, gone map[stream.TopicPartition]bool) []stream.Record {
 	kept := recs[:0]
@@ -444,6 +489,8 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		var errs []librdkafka.PartitionError
 		var err error
 		clear(c.revokedInCall)
+		clear(c.reassigned)
+		clear(c.droppedFrom)
 		c.polled, errs, err = c.k.Consume(min(wait, 100*time.Millisecond), max(left, 1), c.polled[:0])
 		if err != nil {
 			return nil, err
@@ -461,6 +508,9 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 			return nil, err
 		}
 		clear(c.polled) // the records live on in pending or carry; the buffer must not keep them alive
+		if err := c.reseekReassigned(); err != nil {
+			return nil, err
+		}
 	}
 	batch := c.pending
 	c.pending = nil
@@ -521,8 +571,14 @@ func (c *Consumer) take(recs []stream.Record, budgets, used map[stream.TopicPart
 			}
 		}
 		if !owned {
-			// Fetched before its partition was revoked; its next owner (perhaps this member again) reads it
-			// again from the committed offset.
+			// Fetched before its partition was revoked; its next owner reads it again from the committed offset.
+			// If that is this member, assigned again in this very call, the record may as well be the new
+			// assignment's: reseekReassigned goes back for it.
+			if _, again := c.reassigned[tp]; again {
+				if from, ok := c.droppedFrom[tp]; !ok || r.Offset < from {
+					c.droppedFrom[tp] = r.Offset
+				}
+			}
 			continue
 		}
 		if took < left && len(c.pending) < maxRecords && !carried {
