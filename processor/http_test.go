@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/txn"
@@ -119,5 +121,25 @@ func TestHealthCountsRestoreProgress(t *testing.T) {
 	}
 	if _, metrics := get("/metrics"); !strings.Contains(metrics, "eosproc_dedupe_restored_records_total 1000") {
 		t.Errorf("restored records are not counted during the restore:\n%s", metrics)
+	}
+}
+
+// The default registry already holds the Go and process collectors: a Processor given it keeps them.
+func TestProcessMetricsOnARegistryThatHasTheGoCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerProcessMetrics(reg, func() float64 { return 0 })
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range families {
+		names = append(names, f.GetName())
+	}
+	for _, want := range []string{"go_goroutines", "eosproc_build_info", "eosproc_offset_resets_total"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("%s not registered: %v", want, names)
+		}
 	}
 }

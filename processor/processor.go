@@ -40,7 +40,7 @@ type Processor struct {
 	Logger *slog.Logger
 	// Metrics is where the processor registers its metrics. nil means a registry of its own. /metrics serves
 	// Metrics when it is also a prometheus.Gatherer (as a *prometheus.Registry is); otherwise the caller
-	// exposes it.
+	// exposes it. One Processor per registry: a second one's eosproc_ metrics would clash.
 	Metrics prometheus.Registerer
 	// NoHTTP leaves out the listener on Config.HTTPAddr (/metrics, /healthz and /readyz).
 	NoHTTP bool
@@ -91,7 +91,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer c.close(log)
 
-	registerProcessMetrics(reg, c.consumer)
+	registerProcessMetrics(reg, func() float64 { return float64(c.consumer.OffsetResets()) })
 	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
 	if err != nil {
 		return err
@@ -223,14 +223,22 @@ func (c *clients) close(log *slog.Logger) {
 }
 
 // registerProcessMetrics registers the Go runtime's, the process's and the build's metrics, and the count of
-// input offsets reset by retention.
-func registerProcessMetrics(reg prometheus.Registerer, consumer *consume.Consumer) {
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+// input offsets reset by retention. A caller's registry may hold the Go and process collectors already (the
+// default registry does): those are kept.
+func registerProcessMetrics(reg prometheus.Registerer, offsetResets func() float64) {
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				panic(err) // a collector that cannot be registered is a bug, as MustRegister has it
+			}
+		}
+	}
 	registerBuildInfo(reg, BuildOf())
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "eosproc_offset_resets_total",
 		Help: "Input offsets found deleted by retention and reset per auto.offset.reset: records lost upstream.",
-	}, func() float64 { return float64(consumer.OffsetResets()) }))
+	}, offsetResets))
 }
 
 // newLoop wires the transactional loop.
