@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
 )
 
@@ -61,6 +62,9 @@ type Loop struct {
 	// refused holds the inputs one of whose outputs the producer refused: the redo dead-letters them. Loop
 	// goroutine only.
 	refused map[position]error
+	// fitsAll is the largest EncodedSize every limit accepts (the producer's and every known topic's), so that
+	// checkSizes looks an output's topic up only for the rare output above it; 0 when there are no limits.
+	fitsAll int
 	// Used by the transaction's goroutine only, one transaction at a time: transactions begun so far (for
 	// Faults.InTransaction), and whether one is open (librdkafka refuses to abort a transaction that does not
 	// exist).
@@ -205,6 +209,12 @@ func (l *Loop) defaults() {
 	}
 	if l.refused == nil {
 		l.refused = map[position]error{}
+	}
+	l.fitsAll = l.MaxRecordBytes
+	for _, limit := range l.TopicMaxBytes {
+		if fits := limit - produce.RecordBatchOverhead; l.fitsAll <= 0 || fits < l.fitsAll {
+			l.fitsAll = fits
+		}
 	}
 	if l.Logger == nil {
 		l.Logger = slog.Default()

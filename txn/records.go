@@ -92,11 +92,14 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 // checkSizes refuses outputs the producer would refuse, so their input is dead-lettered with none of its outputs
 // instead of failing the transaction half-way.
 func (l *Loop) checkSizes(out []stream.Record) error {
-	if l.MaxRecordBytes <= 0 && len(l.TopicMaxBytes) == 0 {
+	if l.fitsAll <= 0 && len(l.TopicMaxBytes) == 0 {
 		return nil
 	}
 	for _, o := range out {
 		n := produce.EncodedSize(o)
+		if n <= l.fitsAll {
+			continue // within every limit: no topic to look up
+		}
 		if l.MaxRecordBytes > 0 && n > l.MaxRecordBytes {
 			return fmt.Errorf("output too large: %d bytes with headers, above the producer's message.max.bytes (%d)", n, l.MaxRecordBytes)
 		}
