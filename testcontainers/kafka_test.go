@@ -74,6 +74,11 @@ func TestLeaderKillKeepsTransactionsFlowing(t *testing.T) {
 	if err := producer.Send(ctx, records(topic, 0, 1_000_000, 100), false); err != nil {
 		t.Fatal(err)
 	}
+	// A commit returns once the coordinator has logged it; the markers reach the partition afterwards (later still
+	// when its leader has just moved), and ReadCommitted reads only to the last stable offset.
+	if err := kafkatest.WaitSettled(ctx, cluster.BootstrapServers(), []string{topic}); err != nil {
+		t.Fatal(err)
+	}
 	got, err := kafkatest.ReadCommitted(ctx, cluster.BootstrapServers(), topic)
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +101,9 @@ func TestLeaderKillKeepsTransactionsFlowing(t *testing.T) {
 	}
 	if err := producer.Send(ctx, records(topic, 0, 500, 500), true); err != nil {
 		t.Fatalf("transaction after the leader was killed: %v", err)
+	}
+	if err := kafkatest.WaitSettled(ctx, cluster.BootstrapServers(), []string{topic}); err != nil {
+		t.Fatal(err)
 	}
 	got, err = kafkatest.ReadCommitted(ctx, cluster.BootstrapServers(), topic)
 	if err != nil {
