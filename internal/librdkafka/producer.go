@@ -113,9 +113,14 @@ func (p *Producer) Flush(timeout time.Duration) error {
 	return codeError(C.rd_kafka_flush(p.rk, ms(int64(timeout))))
 }
 
-// maxArena bounds the bytes one C call is handed at once, so that a batch of large records does not need a copy
-// of the whole batch in Go memory.
-const maxArena = 4 << 20
+// One C call is handed at most maxChunkRecords records and maxArena bytes of them, so that the staging buffers,
+// reused for the producer's lifetime, stay small whatever the batch: staging a whole batch of 20,000 small
+// records at once kept several MB of descriptors and copies live for nothing, the call costing no more per
+// record in chunks of a thousand.
+const (
+	maxChunkRecords = 1024
+	maxArena        = 1 << 20
+)
 
 // Produce hands recs to librdkafka in order, each to r.Topic (defaultTopic when empty) and, when toPartition, to
 // r.Partition (otherwise the partitioner places it by key). It returns how many were produced: on an error,
@@ -133,14 +138,14 @@ func (p *Producer) Produce(recs []stream.Record, defaultTopic string, toPartitio
 	return done, nil
 }
 
-// produceChunk produces a prefix of recs whose bytes fit in maxArena (at least one record).
+// produceChunk produces a prefix of recs: at most maxChunkRecords, whose bytes fit in maxArena (at least one record).
 func (p *Producer) produceChunk(recs []stream.Record, defaultTopic string, toPartition bool) (int, error) {
 	p.outs, p.hdrs, p.arena = p.outs[:0], p.hdrs[:0], p.arena[:0]
 	var lastTopic string
 	var lastRkt *C.rd_kafka_topic_t
 	for i := range recs {
 		r := &recs[i]
-		if i > 0 && len(p.arena)+recordBytes(r) > maxArena {
+		if i == maxChunkRecords || i > 0 && len(p.arena)+recordBytes(r) > maxArena {
 			break
 		}
 		topic := r.Topic
