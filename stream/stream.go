@@ -5,6 +5,7 @@ package stream
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"time"
 )
@@ -58,6 +59,24 @@ func (r Record) AppendSource(dst []byte) []byte {
 	return strconv.AppendInt(dst, r.Offset, 10)
 }
 
+// sourceLen is the length of Source's text.
+func (r Record) sourceLen() int {
+	return len(r.Topic) + 2 + decimalLen(int64(r.Partition)) + decimalLen(r.Offset)
+}
+
+// decimalLen is the length of n written in base 10.
+func decimalLen(n int64) int {
+	l := 1
+	if n < 0 {
+		l++ // the sign; every int64 but the smallest fits once negated
+		n = -max(n, -math.MaxInt64)
+	}
+	for ; n >= 10; n /= 10 {
+		l++
+	}
+	return l
+}
+
 // Transform turns one input record into zero or more output records. It runs inside the batch's transaction, so
 // it must not have side effects outside Kafka: a batch can be aborted and its records transformed again.
 //
@@ -69,26 +88,24 @@ type Transform func(ctx context.Context, in Record) ([]Record, error)
 // It makes every output traceable to exactly one input, which is what end-to-end tests count.
 const SourceHeader = "eosproc.source"
 
-// maxSourceSuffix is the longest partition and offset in a source (11 and 20 digits, 2 slashes).
-const maxSourceSuffix = 33
-
-// identityOutput is what Identity returns for an input without headers, allocated as one: the output record, its
-// one header and the source's bytes. Topic names up to 31 bytes fit.
-type identityOutput struct {
-	records [1]Record
-	headers [1]Header
-	source  [64]byte
+// sourceHeader is the one header Identity gives an output of an input without headers, with the source's bytes,
+// allocated as one. The output record itself is allocated apart: the loop copies it out of the returned slice at
+// once, while the header lives until the batch is produced, and 96 bytes per record held for that long instead
+// of 240 (the record, header and bytes in one) keep a batch of 20,000 small records in 3 MB less. Sources up to
+// 56 bytes fit: a topic name up to about 40 bytes.
+type sourceHeader struct {
+	header [1]Header
+	source [56]byte
 }
 
 // Identity copies the input's key, value, headers and timestamp to the output topic and adds SourceHeader. A
 // SourceHeader written by an upstream processor is replaced: an output's source is always this input.
 func Identity(_ context.Context, in Record) ([]Record, error) {
-	if len(in.Headers) == 0 && len(in.Topic)+maxSourceSuffix <= len(identityOutput{}.source) {
-		// The usual case, in one allocation instead of three: it runs once per record.
-		o := new(identityOutput)
-		o.headers[0] = Header{Key: SourceHeader, Value: in.AppendSource(o.source[:0:len(o.source)])}
-		o.records[0] = Record{Key: in.Key, Value: in.Value, Headers: o.headers[:], Timestamp: in.Timestamp}
-		return o.records[:], nil
+	if len(in.Headers) == 0 && in.sourceLen() <= len(sourceHeader{}.source) {
+		// The usual case, in two allocations instead of four: it runs once per record.
+		h := new(sourceHeader)
+		h.header[0] = Header{Key: SourceHeader, Value: in.AppendSource(h.source[:0:len(h.source)])}
+		return []Record{{Key: in.Key, Value: in.Value, Headers: h.header[:], Timestamp: in.Timestamp}}, nil
 	}
 	headers := make([]Header, 0, len(in.Headers)+1)
 	for _, h := range in.Headers {
@@ -96,7 +113,7 @@ func Identity(_ context.Context, in Record) ([]Record, error) {
 			headers = append(headers, h)
 		}
 	}
-	source := in.AppendSource(make([]byte, 0, len(in.Topic)+maxSourceSuffix))
+	source := in.AppendSource(make([]byte, 0, in.sourceLen()))
 	headers = append(headers, Header{Key: SourceHeader, Value: source})
 	return []Record{{Key: in.Key, Value: in.Value, Headers: headers, Timestamp: in.Timestamp}}, nil
 }
