@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
 	"github.com/eosproc/eosproc/internal/verify"
+	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/testcontainers"
 	"github.com/eosproc/eosproc/txn"
 )
@@ -254,8 +256,17 @@ func TestFailedRecordsGoToDeadLetterTopic(t *testing.T) {
 			poisoned++
 		}
 	})
-	f.start("p0", map[string]string{"PROCESSOR_TEST_FAIL_HEADER": "poison"})
+	started := time.Now()
+	p0 := f.start("p0", map[string]string{"PROCESSOR_TEST_FAIL_HEADER": "poison"})
 	f.waitCaughtUp(ctx)
+	// Counted as each transaction commits, an instant after its offsets are visible.
+	err := testcontainers.WaitFor(ctx, "the dead-letter counter to count every poisoned record", func(ctx context.Context) (bool, error) {
+		v, err := p0.Metric(ctx, "eosproc_dead_letters_total")
+		return err == nil && v == float64(poisoned), err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.stopAll()
 
 	r := f.verdict(ctx, true)
@@ -278,8 +289,199 @@ func TestFailedRecordsGoToDeadLetterTopic(t *testing.T) {
 			headers[txn.HeaderSourcePartition] == "" || headers[txn.HeaderSourceOffset] == "" {
 			t.Fatalf("dead letter %s lacks its reason or source headers: %v", m.Key, headers)
 		}
+		if headers[txn.HeaderErrorStage] != txn.StageTransform || headers[txn.HeaderErrorClass] != txn.ClassError ||
+			headers[txn.HeaderAppID] != "e2e" || headers[txn.HeaderInstanceID] != "p0" {
+			t.Fatalf("dead letter %s: want stage %s, class %s, app id e2e and instance p0 in its headers: %v", m.Key,
+				txn.StageTransform, txn.ClassError, headers)
+		}
+		at, err := time.Parse(time.RFC3339Nano, headers[txn.HeaderErrorTime])
+		if err != nil || at.Before(started.Truncate(time.Millisecond)) || at.After(time.Now()) {
+			t.Fatalf("dead letter %s: %s %q is not a time while the processor ran (%v)", m.Key, txn.HeaderErrorTime, headers[txn.HeaderErrorTime], err)
+		}
 	}
 	t.Logf("%d of %d records dead-lettered with reason, e.g. %q", poisoned, n, headerOf(dead[0][0], txn.HeaderError))
+}
+
+// TestDeadLettersAreRedrivenExactlyOnce runs docs/runbook.md's re-drive recipe: after a fix, a second processor
+// writes the dead letters of before the fix back to their input topic, and the fixed processor's output holds
+// every record exactly once; a record that still fails after the fix stays in the dead-letter topic instead of
+// going round for ever.
+func TestDeadLettersAreRedrivenExactlyOnce(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const redriveDLQ = "redrive-dlq"
+	if err := f.cluster.CreateTopic(ctx, redriveDLQ, 1, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The processor with the bug fails on the records with a poison header.
+	const n, more, stillBad = 3_000, 100, 3_050
+	poisoned := 0
+	f.produce(ctx, 3, 0, n, func(i int, m *kafka.Message) {
+		if i%10 == 0 {
+			m.Headers = append(m.Headers, kafka.Header{Key: "poison", Value: []byte("yes")})
+			poisoned++
+		}
+	})
+	f.start("p0", map[string]string{"PROCESSOR_TEST_FAIL_HEADER": "poison"})
+	f.waitCaughtUp(ctx)
+	f.stopAll()
+
+	// The fix: poison passes; one record of the next ones fails for another reason after the fix.
+	fixedAt := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	f.produce(ctx, 3, n, more, func(i int, m *kafka.Message) {
+		if i == stillBad {
+			m.Headers = append(m.Headers, kafka.Header{Key: "broken", Value: []byte("yes")})
+		}
+	})
+	f.start("p0", map[string]string{"PROCESSOR_TEST_FAIL_HEADER": "broken"})
+	f.waitCaughtUp(ctx)
+
+	// The re-drive, configured as the runbook says.
+	const redriveGroup = "e2e-redrive"
+	f.start("r0", map[string]string{
+		"PROCESSOR_APP_ID": redriveGroup, "PROCESSOR_GROUP_ID": redriveGroup, "PROCESSOR_INPUT_TOPICS": f.dlq,
+		"PROCESSOR_OUTPUT_TOPIC": f.input, "PROCESSOR_DEAD_LETTER_TOPIC": redriveDLQ,
+		"PROCESSOR_ROUTE":        `headers["eosproc.source.topic"]`,
+		"PROCESSOR_ROUTE_TOPICS": f.input,
+		"PROCESSOR_FILTER":       fmt.Sprintf(`headers["eosproc.error.time"] < %q && headers["eosproc.error.stage"] == "transform"`, fixedAt),
+		"PROCESSOR_HEADERS_DROP": "eosproc.error,eosproc.error.stage,eosproc.error.class,eosproc.error.time,eosproc.app.id," +
+			"eosproc.instance.id,eosproc.source.topic,eosproc.source.partition,eosproc.source.offset",
+	})
+	err := testcontainers.WaitFor(ctx, "the re-drive to read every dead letter", func(ctx context.Context) (bool, error) {
+		lag, err := kafkatest.Lag(ctx, f.cluster.BootstrapServers(), redriveGroup, []string{f.dlq})
+		return err == nil && lag == 0, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitCaughtUp(ctx)
+	f.stopAll()
+
+	in, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs, redriven := 0, 0
+	for _, msgs := range in {
+		for _, m := range msgs {
+			inputs++
+			if headerOf(m, stream.SourceHeader) == "" {
+				continue // written by the test
+			}
+			redriven++
+			if headerOf(m, "poison") != "yes" || headerOf(m, txn.HeaderError) != "" || headerOf(m, txn.HeaderSourceTopic) != "" {
+				t.Fatalf("re-driven record %s: want its original headers (poison) and none of the dead letter's: %v", m.Key, m.Headers)
+			}
+		}
+	}
+	if redriven != poisoned || inputs != n+more+poisoned {
+		t.Fatalf("input topic holds %d records, %d of them re-driven; want the %d written and the %d dead letters of before the fix",
+			inputs, redriven, n+more, poisoned)
+	}
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perKey := map[string]int{}
+	for _, msgs := range out {
+		for _, m := range msgs {
+			perKey[string(m.Key)]++
+			if want := kafkatest.Records(f.input, 1, keyIndex(t, m.Key), 1, 100)[0].Value; string(m.Value) != string(want) {
+				t.Fatalf("output %s has value %q, want the input's", m.Key, m.Value)
+			}
+		}
+	}
+	for i := range n + more {
+		want := 1
+		if i == stillBad {
+			want = 0
+		}
+		if got := perKey[fmt.Sprintf("key-%d", i)]; got != want {
+			t.Fatalf("record %d is in the output %d times, want %d", i, got, want)
+		}
+	}
+	dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead[0]) != poisoned+1 {
+		t.Fatalf("dead-letter topic holds %d records, want the %d of before the fix and the one after", len(dead[0]), poisoned)
+	}
+	t.Logf("%d dead letters re-driven; every one of %d records in the output once, but the one failing after the fix", poisoned, n+more)
+}
+
+// keyIndex is i of a test record's key "key-<i>".
+func keyIndex(t *testing.T, key []byte) int {
+	t.Helper()
+	i, err := strconv.Atoi(strings.TrimPrefix(string(key), "key-"))
+	if err != nil {
+		t.Fatalf("key %q is not a test record's", key)
+	}
+	return i
+}
+
+// TestErrorsToleranceNoneStopsBeforeTheBadBatch: with PROCESSOR_ERRORS_TOLERANCE=none the first record the
+// transform fails on stops the processor (exit 1, the record named) and its batch is never committed: the group's
+// offsets stop before the record, and the output holds exactly the records below the committed offsets.
+func TestErrorsToleranceNoneStopsBeforeTheBadBatch(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	const n, bad = 6_000, 3_001 // record 3001: partition 1, offset 1000
+	badPartition, badOffset := int32(bad%3), int64(bad/3)
+	f.produce(ctx, 3, 0, n, func(i int, m *kafka.Message) {
+		if i == bad {
+			m.Headers = append(m.Headers, kafka.Header{Key: "poison", Value: []byte("yes")})
+		}
+	})
+	p0 := f.start("p0", map[string]string{"PROCESSOR_TEST_FAIL_HEADER": "poison", "PROCESSOR_ERRORS_TOLERANCE": "none",
+		"PROCESSOR_MAX_BATCH_RECORDS": "500"})
+	select {
+	case <-p0.Done():
+	case <-ctx.Done():
+		t.Fatal("the processor did not stop at the bad record")
+	}
+	source := fmt.Sprintf("%s/%d/%d", f.input, badPartition, badOffset)
+	if code := p0.ExitCode(); code != 1 || !strings.Contains(p0.Log(), source) || !strings.Contains(p0.Log(), "PROCESSOR_ERRORS_TOLERANCE") {
+		t.Fatalf("exit code %d; want 1 and a log naming the record %s and PROCESSOR_ERRORS_TOLERANCE", code, source)
+	}
+
+	committed, err := kafkatest.Committed(ctx, f.cluster.BootstrapServers(), f.group, f.input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if committed[badPartition] > badOffset {
+		t.Fatalf("committed offsets %v: partition %d is past the bad record's offset %d", committed, badPartition, badOffset)
+	}
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, msgs := range out {
+		for _, m := range msgs {
+			seen[headerOf(m, stream.SourceHeader)]++
+		}
+	}
+	want := 0
+	for p := range int32(3) {
+		for off := range max(committed[p], 0) {
+			want++
+			if src := fmt.Sprintf("%s/%d/%d", f.input, p, off); seen[src] != 1 {
+				t.Fatalf("input %s is below the committed offset %d but is in the output %d times", src, committed[p], seen[src])
+			}
+		}
+	}
+	if len(seen) != want || want == 0 {
+		t.Fatalf("output holds %d sources, want exactly the %d inputs below the committed offsets %v (and some)", len(seen), want, committed)
+	}
+	if dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq); err != nil || len(dead[0]) != 0 {
+		t.Fatalf("dead-letter topic: %d records (err %v), want none", len(dead[0]), err)
+	}
+	t.Logf("stopped at %s with %d inputs committed (offsets %v)", source, want, committed)
 }
 
 func headerOf(m *kafka.Message, key string) string {

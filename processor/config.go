@@ -48,7 +48,8 @@ type Config struct {
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
 	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"20000" help:"Most input records in one batch (one transaction). Each transaction costs a few round trips to the coordinators, so larger batches drain a backlog faster; librdkafka's prefetch is sized from it."`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`
-	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error and source position in headers. Must not be an input topic."`
+	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error, the stage that failed and the source position in headers. Must not be an input topic."`
+	ErrorsTolerance    string        `env:"ERRORS_TOLERANCE" envDefault:"all" help:"all: a record the transform fails on goes to the dead-letter topic and the pipeline goes on. none: it stops the processor (exit 1, the record named) without committing its batch, for pipelines where a bad record must stop the line. Kafka Connect: errors.tolerance."`
 
 	AutoOffsetReset     string `env:"AUTO_OFFSET_RESET" envDefault:"earliest" help:"Where a partition without committed offset starts, and where an offset deleted by retention resets to: earliest or latest."`
 	ProcessingGuarantee string `env:"PROCESSING_GUARANTEE" envDefault:"exactly_once" help:"exactly_once (transactions) or at_least_once (produce, flush, then commit offsets; duplicates after a crash). Kafka Streams: processing.guarantee."`
@@ -449,6 +450,9 @@ func (c *Config) validateChoices(bad problemFunc) {
 	}
 	if !slices.Contains([]string{"exactly_once", "at_least_once"}, c.ProcessingGuarantee) {
 		bad("PROCESSING_GUARANTEE", "%q: must be exactly_once or at_least_once", c.ProcessingGuarantee)
+	}
+	if !slices.Contains([]string{"all", "none"}, c.ErrorsTolerance) {
+		bad("ERRORS_TOLERANCE", "%q: must be all (dead-letter records the transform fails on) or none (stop on the first)", c.ErrorsTolerance)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%q: must be debug, info, warn or error", c.LogLevel)

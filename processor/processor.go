@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eosproc/eosproc/consume"
+	"github.com/eosproc/eosproc/internal/pipeline"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
 	"github.com/eosproc/eosproc/txn"
@@ -243,6 +244,10 @@ func registerProcessMetrics(reg prometheus.Registerer, offsetResets func() float
 
 // newLoop wires the transactional loop.
 func newLoop(cfg Config, c *clients, transform stream.Transform, dedupeStage txn.Deduplicator, reg prometheus.Registerer, log *slog.Logger) *txn.Loop {
+	metrics := txn.NewMetrics(reg)
+	if cfg.hasStages() {
+		metrics.InitDeadLetterStages(pipeline.Stages...)
+	}
 	return &txn.Loop{
 		Consumer:        c.consumer,
 		Producer:        c.producer,
@@ -259,9 +264,12 @@ func newLoop(cfg Config, c *clients, transform stream.Transform, dedupeStage txn
 			InTransaction: stopInTransaction(cfg.TestStopInTransaction, log),
 		},
 		AtLeastOnce:        cfg.ProcessingGuarantee != "exactly_once",
+		StopOnBadRecord:    cfg.ErrorsTolerance == "none",
+		AppID:              cfg.AppID,
+		InstanceID:         cfg.InstanceID,
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		TransactionTimeout: cfg.TransactionTimeout,
-		Metrics:            txn.NewMetrics(reg),
+		Metrics:            metrics,
 		Logger:             log,
 	}
 }

@@ -84,6 +84,18 @@ func decimalLen(n int64) int {
 // record that can never be transformed (bad data), not for a passing outage, which would dead-letter good records.
 type Transform func(ctx context.Context, in Record) ([]Record, error)
 
+// RecordError is an error a Transform returns for one record, naming where in the transform it failed and what
+// kind of failure it is; the record's dead letter carries both in headers, so that dead letters can be counted,
+// alerted on and re-driven by cause. Any other error a Transform returns is stage "transform", class "error".
+type RecordError struct {
+	Stage string // the part of the transform that failed, e.g. "map"; lower case, no spaces
+	Class string // the kind of failure, e.g. "bad_input" for a record the transform cannot read
+	Err   error
+}
+
+func (e *RecordError) Error() string { return e.Err.Error() }
+func (e *RecordError) Unwrap() error { return e.Err }
+
 // SourceHeader is the header Identity adds to each output: where its input was read, as topic/partition/offset.
 // It makes every output traceable to exactly one input, which is what end-to-end tests count.
 const SourceHeader = "eosproc.source"

@@ -43,6 +43,12 @@ type Loop struct {
 	MinBackoff time.Duration // 100ms
 	MaxBackoff time.Duration // 10s
 	Faults     Faults        // none
+	// StopOnBadRecord is Kafka Connect's errors.tolerance=none: a record that would be dead-lettered stops the
+	// loop with an error naming it instead, before its batch's transaction begins, for pipelines where a bad
+	// record must stop the line. The batches before it are committed.
+	StopOnBadRecord bool
+	// AppID and InstanceID name who dead-lettered a record, in its dead letter's headers.
+	AppID, InstanceID string
 	// Serial assembles a batch only once the previous transaction has settled: the loop before pipelining,
 	// kept so that benchmarks can measure what pipelining gains.
 	Serial bool
@@ -53,6 +59,8 @@ type Loop struct {
 	// The consumer's batch limits (Consumer.Batching), configured there once.
 	interval   time.Duration
 	maxRecords int
+
+	deadLetterLog deadLetterLog
 
 	lastBeat atomic.Int64
 	ready    atomic.Bool
@@ -130,7 +138,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			return settled
 		}
 		if err != nil && asAbortable(err) == nil {
-			return fmt.Errorf("assemble batch: %w", err)
+			return err
 		}
 		if committed {
 			aborts = 0
@@ -143,6 +151,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.Dedupe.Forget(revoked)
 			if next != nil && err == nil && settled == nil {
 				err = l.prepare(work, next)
+			}
+			if err != nil && asAbortable(err) == nil {
+				return err // a record not tolerated: the batch never began its transaction
 			}
 		}
 		// An aborted transaction takes the batch assembled beside it along: the rewind reads both again.
@@ -233,7 +244,7 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 	b := &batch{started: time.Now()}
 	in, err := l.Consumer.Assemble(ctx, budgets)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("assemble batch: %w", err)
 	}
 	if len(in) == 0 {
 		// Nothing to commit, so no transaction: an empty one would still cost the coordinator two writes.

@@ -1,9 +1,11 @@
 package txn
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/dedupe"
@@ -338,7 +342,7 @@ func TestFailedRecordIsDeadLetteredInTheSameTransaction(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bad := rec(0, 5, stream.Header{Key: "h", Value: []byte("x")})
-	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), bad, rec(0, 6)}}, stop: cancel}
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), bad, rec(0, 6), rec(0, 7)}}, stop: cancel}
 	p := &fakeProducer{}
 	c.producer = p
 	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
@@ -347,22 +351,28 @@ func TestFailedRecordIsDeadLetteredInTheSameTransaction(t *testing.T) {
 			return nil, errors.New("cannot parse value")
 		case 6:
 			panic("transform bug")
+		case 7:
+			return nil, &stream.RecordError{Stage: "map", Class: "bad_input", Err: errors.New("map: not JSON")}
 		}
 		return stream.Identity(ctx, in)
 	}
-	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", DeadLetterTopic: "dlq"}
+	reg := prometheus.NewRegistry()
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", DeadLetterTopic: "dlq",
+		AppID: "app", InstanceID: "i-1", Metrics: NewMetrics(reg)}
+	before := time.Now()
 	if err := l.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.produced) != 3 {
-		t.Fatalf("produced %d records, want 3: %+v", len(p.produced), p.produced)
+	if len(p.produced) != 4 {
+		t.Fatalf("produced %d records, want 4: %+v", len(p.produced), p.produced)
 	}
 	if out := p.produced[0]; out.Topic != "out" || header(out, stream.SourceHeader) != "in/0/4" {
 		t.Errorf("output = %+v, want topic out with source in/0/4", out)
 	}
 	dead := p.produced[1]
 	want := map[string]string{
-		"h": "x", HeaderError: "cannot parse value", HeaderSourceTopic: "in", HeaderSourcePartition: "0",
+		"h": "x", HeaderError: "cannot parse value", HeaderErrorStage: StageTransform, HeaderErrorClass: ClassError,
+		HeaderAppID: "app", HeaderInstanceID: "i-1", HeaderSourceTopic: "in", HeaderSourcePartition: "0",
 		HeaderSourceOffset: "5", stream.SourceHeader: "in/0/5",
 	}
 	for k, v := range want {
@@ -370,14 +380,79 @@ func TestFailedRecordIsDeadLetteredInTheSameTransaction(t *testing.T) {
 			t.Errorf("dead letter header %q = %q, want %q", k, got, v)
 		}
 	}
+	if at, err := time.Parse(time.RFC3339Nano, header(dead, HeaderErrorTime)); err != nil || at.Before(before.Truncate(time.Millisecond)) || at.After(time.Now()) {
+		t.Errorf("dead letter header %s = %q, want the time it was dead-lettered (%v)", HeaderErrorTime, header(dead, HeaderErrorTime), err)
+	}
 	if dead.Topic != "dlq" || string(dead.Key) != "k5" || string(dead.Value) != "v5" {
 		t.Errorf("dead letter = %+v, want topic dlq with the input's key and value", dead)
 	}
-	if panicked := p.produced[2]; panicked.Topic != "dlq" || !strings.Contains(header(panicked, HeaderError), "transform bug") {
-		t.Errorf("panicking record = %+v, want it dead-lettered with the panic", panicked)
+	if panicked := p.produced[2]; panicked.Topic != "dlq" || !strings.Contains(header(panicked, HeaderError), "transform bug") ||
+		header(panicked, HeaderErrorStage) != StageTransform || header(panicked, HeaderErrorClass) != ClassPanic {
+		t.Errorf("panicking record = %+v, want it dead-lettered with the panic, stage transform, class panic", panicked)
 	}
-	if want := (map[stream.TopicPartition]int64{p0: 7}); !maps.Equal(p.offsets[0], want) {
+	if staged := p.produced[3]; header(staged, HeaderErrorStage) != "map" || header(staged, HeaderErrorClass) != "bad_input" ||
+		header(staged, HeaderError) != "map: not JSON" {
+		t.Errorf("record failed with a stream.RecordError = %+v, want its stage and class in the headers", staged)
+	}
+	if want := (map[stream.TopicPartition]int64{p0: 8}); !maps.Equal(p.offsets[0], want) {
 		t.Errorf("offsets = %v, want %v: dead letters are consumed like any record", p.offsets[0], want)
+	}
+	for stage, want := range map[string]float64{StageTransform: 2, "map": 1, StageSize: 0, StageDedupe: 0, StageProduce: 0} {
+		var m dto.Metric
+		if err := l.Metrics.deadLetters.WithLabelValues(stage).Write(&m); err != nil || m.GetCounter().GetValue() != want {
+			got := m.GetCounter().GetValue()
+			t.Errorf("eosproc_dead_letters_total{stage=%q} = %v, want %v (%v)", stage, got, want, err)
+		}
+	}
+}
+
+// With StopOnBadRecord (errors.tolerance=none) the loop stops at a record it would dead-letter, naming it, and
+// its batch never begins a transaction; the batch before it is committed.
+func TestStopOnBadRecordStopsBeforeTheBatchsTransaction(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 0), rec(0, 1)}, {rec(0, 2), rec(0, 3)}}, stop: cancel}
+	p := &fakeProducer{}
+	c.producer = p
+	transform := func(ctx context.Context, in stream.Record) ([]stream.Record, error) {
+		if in.Offset == 3 {
+			return nil, errors.New("cannot parse value")
+		}
+		return stream.Identity(ctx, in)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", DeadLetterTopic: "dlq", StopOnBadRecord: true}
+	err := l.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "in/0/3") || !strings.Contains(err.Error(), "cannot parse value") {
+		t.Fatalf("Run = %v, want an error naming record in/0/3 and its error", err)
+	}
+	if len(p.offsets) != 1 || !maps.Equal(p.offsets[0], map[stream.TopicPartition]int64{p0: 2}) {
+		t.Errorf("offsets sent %v, want only the first batch's (in/0 up to 2)", p.offsets)
+	}
+	for _, r := range p.produced {
+		if r.Topic != "out" || header(r, stream.SourceHeader) == "in/0/2" || header(r, stream.SourceHeader) == "in/0/3" {
+			t.Errorf("produced %+v: want only the first batch's outputs", r)
+		}
+	}
+}
+
+// A transform failing on every record logs at most one line a second per stage, with the records since the last.
+func TestDeadLettersAreLoggedAtMostOnceASecondPerStage(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var d deadLetterLog
+	fail := failure{StageTransform, ClassError, errors.New("bad")}
+	for i := range 1000 {
+		d.note(log, fail, rec(0, int64(i)))
+	}
+	d.note(log, failure{StageSize, ClassTooLarge, errors.New("big")}, rec(0, 1000))
+	if lines := strings.Count(buf.String(), "\n"); lines != 2 {
+		t.Fatalf("%d log lines for 1000 dead letters at one stage and one at another, want 2:\n%s", lines, buf.String())
+	}
+	d.stages[StageTransform].last = time.Now().Add(-deadLetterLogEvery) // a second later
+	buf.Reset()
+	d.note(log, fail, rec(0, 1001))
+	if !strings.Contains(buf.String(), "records=1000") || !strings.Contains(buf.String(), "source=in/0/1001") {
+		t.Errorf("log line %q: want the 999 records since the last line and this one (1000), and this one's source", buf.String())
 	}
 }
 

@@ -12,11 +12,11 @@ import (
 // Metrics are the loop's Prometheus metrics. Counters move only when a transaction commits, so they count what
 // read_committed readers see, not work that was aborted and redone.
 type Metrics struct {
-	recordsIn, recordsOut, deadLettered, commits prometheus.Counter
-	aborts                                       *prometheus.CounterVec
-	batchDuration, commitDuration                prometheus.Histogram
-	lag                                          *prometheus.GaugeVec
-	assigned                                     prometheus.Gauge
+	recordsIn, recordsOut, commits prometheus.Counter
+	aborts, deadLetters            *prometheus.CounterVec
+	batchDuration, commitDuration  prometheus.Histogram
+	lag                            *prometheus.GaugeVec
+	assigned                       prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: a private registry, for tests and for
@@ -32,9 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		recordsOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eosproc_records_out_total", Help: "Output records committed (dead letters excluded).",
 		}),
-		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "eosproc_records_dead_lettered_total", Help: "Input records committed to the dead-letter topic because the transform failed.",
-		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eosproc_dead_letters_total", Help: "Records committed to the dead-letter topic, by the stage that failed on them.",
+		}, []string{"stage"}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eosproc_transactions_committed_total", Help: "Transactions committed (one per non-empty batch).",
 		}),
@@ -56,9 +56,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eosproc_assigned_partitions", Help: "Input partitions assigned to this instance.",
 		}),
 	}
-	reg.MustRegister(m.recordsIn, m.recordsOut, m.deadLettered, m.commits, m.aborts, m.batchDuration,
+	reg.MustRegister(m.recordsIn, m.recordsOut, m.deadLetters, m.commits, m.aborts, m.batchDuration,
 		m.commitDuration, m.lag, m.assigned)
+	for _, stage := range loopStages {
+		m.deadLetters.WithLabelValues(stage)
+	}
 	return m
+}
+
+
+// InitDeadLetterStages makes the dead-letter counters of a transform's stages exist before their first dead
+// letter.
+func (m *Metrics) InitDeadLetterStages(stages ...string) {
+	for _, stage := range stages {
+		m.deadLetters.WithLabelValues(stage)
+	}
 }
 
 func (m *Metrics) observeAssignment(lags map[stream.TopicPartition]int64) {
@@ -72,10 +84,12 @@ func (m *Metrics) observeAssignment(lags map[stream.TopicPartition]int64) {
 	}
 }
 
-func (m *Metrics) committed(in, out, dead int, batch, commit time.Duration) {
+func (m *Metrics) committed(in, out int, deadByStage map[string]int, batch, commit time.Duration) {
 	m.recordsIn.Add(float64(in))
 	m.recordsOut.Add(float64(out))
-	m.deadLettered.Add(float64(dead))
+	for stage, n := range deadByStage {
+		m.deadLetters.WithLabelValues(stage).Add(float64(n))
+	}
 	m.commits.Inc()
 	m.batchDuration.Observe(batch.Seconds())
 	m.commitDuration.Observe(commit.Seconds())

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +30,10 @@ func (l *Loop) prepare(work context.Context, b *batch) error {
 	b.kept, b.from, b.outputs, b.changelog = kept, from, len(out), changelog
 	b.out = append(append(out, dead...), failed...)
 	b.produced = len(b.out)
+	if len(b.out) > b.outputs && l.StopOnBadRecord {
+		return badRecord(b.out[b.outputs])
+	}
+	b.deadByStage = deadLettersByStage(b.out[b.outputs:])
 	return nil
 }
 
@@ -45,7 +48,7 @@ func (l *Loop) dedupe(work context.Context, in []stream.Record) (kept, dead, cha
 		return nil, nil, nil, err
 	}
 	for _, r := range rejected {
-		dead = append(dead, l.deadLetter(r.Record, r.Err))
+		dead = append(dead, l.deadLetter(r.Record, failure{StageDedupe, ClassNoIdentity, r.Err}))
 	}
 	return kept, dead, changelog, nil
 }
@@ -63,19 +66,20 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 		if len(l.refused) > 0 {
 			if reason, ok := l.refused[positionOf(r)]; ok {
 				// Kept until the batch commits: if this attempt fails too, the next one needs it again.
-				dead = append(dead, l.deadLetter(r, fmt.Errorf("an output of this record was refused: %w", reason)))
+				dead = append(dead, l.deadLetter(r, failure{StageProduce, ClassRefused, fmt.Errorf("an output of this record was refused: %w", reason)}))
 				continue
 			}
 		}
 		res, terr := l.apply(work, r)
-		if terr == nil {
-			terr = l.checkSizes(res)
-		}
 		if terr != nil {
 			if work.Err() != nil {
 				return nil, nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
 			}
-			dead = append(dead, l.deadLetter(r, terr))
+			dead = append(dead, l.deadLetter(r, transformFailure(terr)))
+			continue
+		}
+		if serr := l.checkSizes(res); serr != nil {
+			dead = append(dead, l.deadLetter(r, failure{StageSize, ClassTooLarge, serr}))
 			continue
 		}
 		for _, o := range res {
@@ -115,7 +119,7 @@ func (l *Loop) checkSizes(out []stream.Record) error {
 func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("transform panicked: %v", p)
+			err = &stream.RecordError{Stage: StageTransform, Class: ClassPanic, Err: fmt.Errorf("transform panicked: %v", p)}
 		}
 	}()
 	return l.Transform(ctx, r)
@@ -163,29 +167,6 @@ func (l *Loop) forgetRefused(revoked []stream.TopicPartition) {
 			}
 		}
 	}
-}
-
-// Dead-letter headers: why the record failed and where it came from.
-const (
-	HeaderError           = "eosproc.error"
-	HeaderSourceTopic     = "eosproc.source.topic"
-	HeaderSourcePartition = "eosproc.source.partition"
-	HeaderSourceOffset    = "eosproc.source.offset"
-)
-
-// deadLetter keeps the record's key, value, headers and timestamp and adds the reason and the source position;
-// it also carries stream.SourceHeader, so a reader counting outputs by source sees dead letters too.
-func (l *Loop) deadLetter(r stream.Record, err error) stream.Record {
-	headers := make([]stream.Header, 0, len(r.Headers)+5)
-	headers = append(headers, r.Headers...)
-	headers = append(headers,
-		stream.Header{Key: HeaderError, Value: []byte(err.Error())},
-		stream.Header{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		stream.Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		stream.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		stream.Header{Key: stream.SourceHeader, Value: []byte(r.Source())},
-	)
-	return stream.Record{Topic: l.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
 }
 
 // summarize returns what the group commits for a batch, and its records per partition (for the rate

@@ -30,6 +30,7 @@ type batch struct {
 	kept, out, changelog []stream.Record
 	from                 []int
 	outputs, produced    int // outputs among out, and len(out)
+	deadByStage          map[string]int
 
 	// When each step began or ended, for the rate controller, the metrics and the debug log. The transaction's
 	// goroutine writes its steps before it closes its flight's done, and the loop reads them after.
@@ -92,7 +93,7 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	if err == nil {
 		// Counted here rather than when the loop lands the batch, up to an assembly later: a reader of the
 		// output must not see more records than the metrics.
-		l.Metrics.committed(b.records, b.outputs, b.produced-b.outputs, b.ended.Sub(b.started), b.ended.Sub(b.committing))
+		l.Metrics.committed(b.records, b.outputs, b.deadByStage, b.ended.Sub(b.started), b.ended.Sub(b.committing))
 	}
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {

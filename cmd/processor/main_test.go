@@ -42,6 +42,7 @@ func TestBinaryExitCodes(t *testing.T) {
 		{name: "max records negative", set: map[string]string{"PROCESSOR_MAX_BATCH_RECORDS": "-5"}, code: processor.ExitConfig, want: "PROCESSOR_MAX_BATCH_RECORDS"},
 		{name: "max records beyond a whole number", set: map[string]string{"PROCESSOR_MAX_BATCH_RECORDS": "1000000000000000000000"}, code: processor.ExitConfig, want: "PROCESSOR_MAX_BATCH_RECORDS"},
 		{name: "unknown guarantee", set: map[string]string{"PROCESSOR_PROCESSING_GUARANTEE": "exactly_twice"}, code: processor.ExitConfig, want: "PROCESSOR_PROCESSING_GUARANTEE"},
+		{name: "unknown errors tolerance", set: map[string]string{"PROCESSOR_ERRORS_TOLERANCE": "some"}, code: processor.ExitConfig, want: "PROCESSOR_ERRORS_TOLERANCE"},
 		{name: "unknown offset reset", set: map[string]string{"PROCESSOR_AUTO_OFFSET_RESET": "middle"}, code: processor.ExitConfig, want: "PROCESSOR_AUTO_OFFSET_RESET"},
 		{name: "output is an input", set: map[string]string{"PROCESSOR_OUTPUT_TOPIC": "in"}, code: processor.ExitConfig, want: "PROCESSOR_OUTPUT_TOPIC"},
 		{name: "dead letters into an input", set: map[string]string{"PROCESSOR_DEAD_LETTER_TOPIC": "in"}, code: processor.ExitConfig, want: "PROCESSOR_DEAD_LETTER_TOPIC"},

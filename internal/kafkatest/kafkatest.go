@@ -248,6 +248,45 @@ func Records(topic string, partitions, first, n, valueSize int) []*kafka.Message
 // Lag is how many records of topics the group has not committed yet: per partition, the high watermark minus
 // the committed offset (minus the low watermark when nothing is committed). Zero means caught up.
 func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, error) {
+	var lag int64
+	err := withCommitted(ctx, bootstrap, group, topics, func(handle *kafka.Consumer, committed []kafka.TopicPartition) error {
+		for _, tp := range committed {
+			low, high, err := handle.QueryWatermarkOffsets(*tp.Topic, tp.Partition, 10000)
+			if err != nil {
+				return fmt.Errorf("watermarks of %s: %w", tp, err)
+			}
+			committed := int64(tp.Offset)
+			if committed < 0 {
+				committed = low
+			}
+			lag += high - committed
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("lag of group %q: %w", group, err)
+	}
+	return lag, nil
+}
+
+// Committed returns the group's committed offset of every partition of topic, -1 where none is committed.
+func Committed(ctx context.Context, bootstrap, group, topic string) (map[int32]int64, error) {
+	offsets := map[int32]int64{}
+	err := withCommitted(ctx, bootstrap, group, []string{topic}, func(_ *kafka.Consumer, committed []kafka.TopicPartition) error {
+		for _, tp := range committed {
+			offsets[tp.Partition] = max(int64(tp.Offset), -1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %q: %w", group, err)
+	}
+	return offsets, nil
+}
+
+// withCommitted reads the group's committed offsets of every partition of topics and hands them to use, with
+// the client that read them.
+func withCommitted(ctx context.Context, bootstrap, group string, topics []string, use func(*kafka.Consumer, []kafka.TopicPartition) error) error {
 	// A consumer of the group that never subscribes (so never joins it) reads the committed offsets through its
 	// group coordinator and answers watermark queries. Not the admin client's ListConsumerGroupOffsets: librdkafka
 	// (issue 5040, still in 2.11) crashes the process when that request meets a coordinator that moved or is still
@@ -256,18 +295,18 @@ func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, 
 	handle, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": group,
 		"enable.auto.commit": false, "log_level": 3})
 	if err != nil {
-		return 0, fmt.Errorf("lag of group %q: create consumer: %w", group, err)
+		return fmt.Errorf("create consumer: %w", err)
 	}
 	defer handle.Close()
 	md, err := handle.GetMetadata(nil, true, 10000)
 	if err != nil {
-		return 0, fmt.Errorf("lag of group %q: metadata: %w", group, err)
+		return fmt.Errorf("metadata: %w", err)
 	}
 	var partitions []kafka.TopicPartition
 	for _, topic := range topics {
 		tm, ok := md.Topics[topic]
 		if !ok {
-			return 0, fmt.Errorf("lag of group %q: no topic %q", group, topic)
+			return fmt.Errorf("no topic %q", topic)
 		}
 		for _, p := range tm.Partitions {
 			partitions = append(partitions, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
@@ -275,21 +314,9 @@ func Lag(ctx context.Context, bootstrap, group string, topics []string) (int64, 
 	}
 	committed, err := committedOffsets(ctx, handle, partitions)
 	if err != nil {
-		return 0, fmt.Errorf("lag of group %q: %w", group, err)
+		return err
 	}
-	var lag int64
-	for _, tp := range committed {
-		low, high, err := handle.QueryWatermarkOffsets(*tp.Topic, tp.Partition, 10000)
-		if err != nil {
-			return 0, fmt.Errorf("lag of group %q: watermarks of %s: %w", group, tp, err)
-		}
-		committed := int64(tp.Offset)
-		if committed < 0 {
-			committed = low
-		}
-		lag += high - committed
-	}
-	return lag, nil
+	return use(handle, committed)
 }
 
 // committedOffsets asks handle's group coordinator, waiting at most until ctx's deadline (or 10 s).

@@ -50,6 +50,19 @@ const (
 	StageRoute      = "route"
 )
 
+// Where a record failed before any stage ran, and the classes of the errors Transform returns (as
+// stream.RecordError): a value the expressions cannot read, an expression that failed on the record, and one
+// that yielded what its stage cannot use.
+const (
+	StageDecode     = "decode"
+	ClassBadInput   = "bad_input"
+	ClassExpression = "expression"
+	ClassBadResult  = "bad_result"
+)
+
+// Stages are the stages a record can fail at, as Transform's errors name them.
+var Stages = []string{StageDecode, StageFilter, StageMap, StageKey, StageHeadersSet, StageRoute}
+
 // ExprError is an expression that does not compile.
 type ExprError struct {
 	Stage   string // one of the Stage constants
@@ -199,7 +212,7 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 	if p.needValue {
 		v, err := decodeJSON(in.Value)
 		if err != nil {
-			return nil, fmt.Errorf("value is not JSON: %w", err)
+			return nil, &stream.RecordError{Stage: StageDecode, Class: ClassBadInput, Err: fmt.Errorf("value is not JSON: %w", err)}
 		}
 		e.Value = v
 	}
@@ -225,7 +238,7 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 			return nil, runError(StageMap, err)
 		}
 		if out.Value, err = encodeJSON(v); err != nil {
-			return nil, fmt.Errorf("%s: the new value cannot be written as JSON: %w", StageMap, err)
+			return nil, badResult(StageMap, fmt.Errorf("%s: the new value cannot be written as JSON: %w", StageMap, err))
 		}
 		e.Value = v
 	}
@@ -235,7 +248,7 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 			return nil, runError(StageKey, err)
 		}
 		if out.Key, err = scalarBytes(v); err != nil {
-			return nil, fmt.Errorf("%s: %w", StageKey, err)
+			return nil, badResult(StageKey, fmt.Errorf("%s: %w", StageKey, err))
 		}
 		e.Key = string(out.Key)
 	}
@@ -247,10 +260,10 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 		}
 		m, ok := v.(map[string]any)
 		if !ok && v != nil {
-			return nil, fmt.Errorf("%s: yields %s; want a map of header name to value, e.g. {\"region\": value.region}", StageHeadersSet, typeName(v))
+			return nil, badResult(StageHeadersSet, fmt.Errorf("%s: yields %s; want a map of header name to value, e.g. {\"region\": value.region}", StageHeadersSet, typeName(v)))
 		}
 		if _, ok := m[stream.SourceHeader]; ok {
-			return nil, fmt.Errorf("%s: header %q cannot be set: it ties each output to its input", StageHeadersSet, stream.SourceHeader)
+			return nil, badResult(StageHeadersSet, fmt.Errorf("%s: header %q cannot be set: it ties each output to its input", StageHeadersSet, stream.SourceHeader))
 		}
 		set = m
 	}
@@ -269,7 +282,7 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 		}
 		topic, ok := v.(string)
 		if !ok || !p.routeTopics[topic] {
-			return nil, fmt.Errorf("%s: yields %s, which is not one of the allowed topics (%s)", StageRoute, describe(v), p.allowed)
+			return nil, badResult(StageRoute, fmt.Errorf("%s: yields %s, which is not one of the allowed topics (%s)", StageRoute, describe(v), p.allowed))
 		}
 		out.Topic = topic
 	}
@@ -295,7 +308,7 @@ func (p *Pipeline) outputHeaders(in stream.Record, set map[string]any) ([]stream
 			}
 			b, err := scalarBytes(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s: header %q: %w", StageHeadersSet, name, err)
+				return nil, badResult(StageHeadersSet, fmt.Errorf("%s: header %q: %w", StageHeadersSet, name, err))
 			}
 			headers = append(headers, stream.Header{Key: name, Value: b})
 		}
@@ -306,9 +319,16 @@ func (p *Pipeline) outputHeaders(in stream.Record, set map[string]any) ([]stream
 func runError(stage string, err error) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		return fmt.Errorf("%s: line %d, column %d: %s", stage, max(fe.Line, 1), fe.Column+1, fe.Message)
+		err = fmt.Errorf("%s: line %d, column %d: %s", stage, max(fe.Line, 1), fe.Column+1, fe.Message)
+	} else {
+		err = fmt.Errorf("%s: %w", stage, err)
 	}
-	return fmt.Errorf("%s: %w", stage, err)
+	return &stream.RecordError{Stage: stage, Class: ClassExpression, Err: err}
+}
+
+// badResult is an expression that ran but yielded what its stage cannot use.
+func badResult(stage string, err error) error {
+	return &stream.RecordError{Stage: stage, Class: ClassBadResult, Err: err}
 }
 
 func headerMap(hs []stream.Header) map[string]string {

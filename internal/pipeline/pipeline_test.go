@@ -153,20 +153,22 @@ func TestRecordsTheStagesCannotHandleAreErrors(t *testing.T) {
 		cfg   Config
 		value string
 		want  string
+		stage string // with class, what the dead letter's headers say
+		class string
 	}{
-		{"malformed JSON", Config{Filter: `value.amount > 1`}, `{"amount": `, "value is not JSON: unexpected end of JSON input"},
-		{"trailing data", Config{Map: `value`}, `{"a":1} x`, "value is not JSON: data after the JSON value"},
-		{"empty value", Config{Key: `value.id`}, ``, "value is not JSON: empty value"},
-		{"runtime error with position", Config{Filter: `value.amount > 1`}, `{"amount": "many"}`, "filter: line 1, column 14: invalid operation: string > int"},
-		{"filter not boolean", Config{Filter: `value.flag`}, `{"flag": "yes"}`, "filter: line 1"},
-		{"member of nil", Config{Map: `value.customer.name`}, `{}`, "map: line 1"},
-		{"not representable in JSON", Config{Map: `{"r": 1 / 0}`}, `{}`, "map: the new value cannot be written as JSON"},
-		{"key is a map", Config{Key: `value`}, `{"a": 1}`, "key: yields a map; want a string"},
-		{"header value is a list", Config{HeadersSet: `{"items": value.items}`}, order, `headers: header "items": yields a list`},
-		{"headers not a map", Config{HeadersSet: `value.country`}, order, "headers: yields a string; want a map"},
-		{"source header set", Config{HeadersSet: `{"eosproc.source": "x"}`}, order, `header "eosproc.source" cannot be set`},
-		{"route outside the list", Config{Route: `value.country`, RouteTopics: []string{"a", "b"}}, order, `route: yields "DE", which is not one of the allowed topics (a,b)`},
-		{"route not a string", Config{Route: `value.amount`, RouteTopics: []string{"a"}}, order, "route: yields a number, which is not one of the allowed topics"},
+		{"malformed JSON", Config{Filter: `value.amount > 1`}, `{"amount": `, "value is not JSON: unexpected end of JSON input", "decode", "bad_input"},
+		{"trailing data", Config{Map: `value`}, `{"a":1} x`, "value is not JSON: data after the JSON value", "decode", "bad_input"},
+		{"empty value", Config{Key: `value.id`}, ``, "value is not JSON: empty value", "decode", "bad_input"},
+		{"runtime error with position", Config{Filter: `value.amount > 1`}, `{"amount": "many"}`, "filter: line 1, column 14: invalid operation: string > int", "filter", "expression"},
+		{"filter not boolean", Config{Filter: `value.flag`}, `{"flag": "yes"}`, "filter: line 1", "filter", "expression"},
+		{"member of nil", Config{Map: `value.customer.name`}, `{}`, "map: line 1", "map", "expression"},
+		{"not representable in JSON", Config{Map: `{"r": 1 / 0}`}, `{}`, "map: the new value cannot be written as JSON", "map", "bad_result"},
+		{"key is a map", Config{Key: `value`}, `{"a": 1}`, "key: yields a map; want a string", "key", "bad_result"},
+		{"header value is a list", Config{HeadersSet: `{"items": value.items}`}, order, `headers: header "items": yields a list`, "headers", "bad_result"},
+		{"headers not a map", Config{HeadersSet: `value.country`}, order, "headers: yields a string; want a map", "headers", "bad_result"},
+		{"source header set", Config{HeadersSet: `{"eosproc.source": "x"}`}, order, `header "eosproc.source" cannot be set`, "headers", "bad_result"},
+		{"route outside the list", Config{Route: `value.country`, RouteTopics: []string{"a", "b"}}, order, `route: yields "DE", which is not one of the allowed topics (a,b)`, "route", "bad_result"},
+		{"route not a string", Config{Route: `value.amount`, RouteTopics: []string{"a"}}, order, "route: yields a number, which is not one of the allowed topics", "route", "bad_result"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,6 +178,10 @@ func TestRecordsTheStagesCannotHandleAreErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q, want it to contain %q", err, tt.want)
+			}
+			var re *stream.RecordError
+			if !errors.As(err, &re) || re.Stage != tt.stage || re.Class != tt.class {
+				t.Errorf("error %#v: want a stream.RecordError of stage %q, class %q", err, tt.stage, tt.class)
 			}
 		})
 	}
