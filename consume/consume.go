@@ -63,6 +63,9 @@ type Config struct {
 	// OnFatal, if set, is called (from the log goroutine) when the client fails for good, e.g. a static member
 	// fenced. The loop may be inside a transaction then, not polling, and would only see it at its next poll.
 	OnFatal func(error)
+	// OnStats, if set, receives librdkafka's statistics (JSON) inside Assemble every statistics.interval.ms:
+	// rdkafka.StatsInterval unless Properties set it (0 turns them off).
+	OnStats func(json []byte)
 }
 
 // Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close
@@ -211,6 +214,9 @@ func New(cfg Config) (*Consumer, error) {
 		// them without a rebalance.
 		"session.timeout.ms": "10000",
 	}
+	if cfg.OnStats != nil {
+		props["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
+	}
 	for k, v := range cfg.Properties {
 		props[k] = v
 	}
@@ -240,6 +246,7 @@ func New(cfg Config) (*Consumer, error) {
 	c.k, err = librdkafka.NewConsumer(all, librdkafka.Hooks{
 		Rebalance: c.rebalance,
 		Error:     c.clientError,
+		Stats:     cfg.OnStats,
 		Log: func(e kafka.LogEvent) {
 			c.watchLogs(e)
 			rdkafka.Log(clientLog, e)

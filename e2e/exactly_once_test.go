@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -263,6 +265,20 @@ func TestFailedRecordsGoToDeadLetterTopic(t *testing.T) {
 	err := testcontainers.WaitFor(ctx, "the dead-letter counter to count every poisoned record", func(ctx context.Context) (bool, error) {
 		v, err := p0.Metric(ctx, "eosproc_dead_letters_total")
 		return err == nil && v == float64(poisoned), err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// librdkafka's statistics reach the client metrics from both clients: the consumer's are served inside its
+	// batch calls, the producer's by its poll goroutine.
+	clientSeries := []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^eosproc_kafka_request_rtt_seconds\{broker="[^"]+",client="consumer",quantile="0.99"\} `),
+		regexp.MustCompile(`(?m)^eosproc_kafka_request_rtt_seconds\{broker="[^"]+",client="producer",quantile="0.99"\} `),
+		regexp.MustCompile(`(?m)^eosproc_kafka_transaction_state\{state="(Ready|InTransaction|BeginCommit|CommittingTransaction)"\} 1$`),
+	}
+	err = testcontainers.WaitFor(ctx, "client metrics from both clients' statistics", func(ctx context.Context) (bool, error) {
+		text, err := p0.Metrics(ctx)
+		return err == nil && !slices.ContainsFunc(clientSeries, func(re *regexp.Regexp) bool { return !re.MatchString(text) }), err
 	})
 	if err != nil {
 		t.Fatal(err)

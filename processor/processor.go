@@ -86,7 +86,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
 	watch := &authWatch{}
-	c, err := newClients(runCtx, cfg, log, watch, failRun)
+	c, err := newClients(runCtx, cfg, log, watch, newClientMetrics(reg, log), failRun)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ type clients struct {
 
 // newClients creates the producer and the consumer; a client that fails for good, or a consumer fenced, ends
 // the run through failRun.
-func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWatch, failRun context.CancelCauseFunc) (*clients, error) {
+func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWatch, stats *clientMetrics, failRun context.CancelCauseFunc) (*clients, error) {
 	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
 	limits := outputLimits(ctx, cfg, log)
 	pcfg := produce.Config{
@@ -181,6 +181,7 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 		Properties:         batchesWithin(limits, clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ProducerProperties), log),
 		Logger:             log,
 		OnError:            watch.observe,
+		OnStats:            stats.observe,
 	}
 	if cfg.ProcessingGuarantee == "exactly_once" {
 		pcfg.TransactionalID = cfg.transactionalID()
@@ -203,6 +204,7 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 		Properties:      clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties),
 		Logger:          log,
 		OnError:         watch.observe,
+		OnStats:         stats.observe,
 		OnFatal: func(err error) {
 			failRun(fmt.Errorf("consumer failed for good (usually a fenced static member: another live instance with "+
 				"PROCESSOR_INSTANCE_ID %q, or librdkafka fencing its own rejoin after a coordinator change): %w", cfg.InstanceID, err))

@@ -49,6 +49,9 @@ type Config struct {
 	// broker down, authentication or TLS handshake refused. The processor watches it for failures an operator
 	// must fix.
 	OnError func(kafka.Error)
+	// OnStats, if set, receives librdkafka's statistics (JSON, see its STATISTICS.md) every
+	// statistics.interval.ms: rdkafka.StatsInterval unless Properties set it (0 turns them off).
+	OnStats func(json []byte)
 }
 
 // Producer wraps one librdkafka producer. Its methods are called from one goroutine (the loop); delivery reports
@@ -121,6 +124,9 @@ func New(cfg Config) (*Producer, error) {
 		// this interval; librdkafka's default is 5 minutes, during which producing to them is redone.
 		"topic.metadata.refresh.interval.ms": "5000",
 	}
+	if cfg.OnStats != nil {
+		passThrough["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
+	}
 	maps.Copy(passThrough, cfg.Properties)
 	props, err := rdkafka.Properties(ownedProperties(cfg), OwnedProperties, passThrough)
 	if err != nil {
@@ -144,6 +150,7 @@ func New(cfg Config) (*Producer, error) {
 	p.k, err = librdkafka.NewProducer(props, librdkafka.Hooks{
 		Error: p.clientError,
 		Log:   func(e kafka.LogEvent) { rdkafka.Log(clientLog, e) },
+		Stats: cfg.OnStats,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create producer: %w", err)

@@ -20,6 +20,13 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                 eosLog(cl->handle, level, (char *)fac, (char *)buf);
 }
 
+/* Served where the client's events are (the consumer's queue, the producer's poll); 0: librdkafka frees json. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+        struct eos_client *cl = opaque;
+        eosStats(cl->handle, json, json_len);
+        return 0;
+}
+
 /* Counts deliveries and keeps the current epoch's first failure. Pure C: it runs once per record. */
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         struct eos_client *cl = opaque;
@@ -64,6 +71,7 @@ rd_kafka_t *eos_new(unsigned int type, const char **names, const char **values, 
         rd_kafka_conf_set_opaque(conf, cl);
         rd_kafka_conf_set_error_cb(conf, error_cb);
         rd_kafka_conf_set_log_cb(conf, log_cb);
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
         if (type == EOS_RD_CONSUMER)
                 rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
         else

@@ -121,6 +121,9 @@ type Hooks struct {
 	// Rebalance (consumer only) is called inside Consume when partitions are assigned or revoked; it must call
 	// IncrementalAssign or IncrementalUnassign with them.
 	Rebalance func(assign bool, partitions []kafka.TopicPartition)
+	// Stats receives librdkafka's statistics, its JSON document (see its STATISTICS.md), every
+	// statistics.interval.ms (none when 0, librdkafka's default), where Error events are served.
+	Stats func(json []byte)
 }
 
 // client is what the C callbacks find through their cgo.Handle.
@@ -229,6 +232,14 @@ func eosError(handle C.uintptr_t, err C.int, reason *C.char) {
 	c := cgo.Handle(handle).Value().(*client)
 	if c.hooks.Error != nil {
 		c.hooks.Error(kafka.NewError(kafka.ErrorCode(err), C.GoString(reason), err == C.EOS_RD_ERR_FATAL))
+	}
+}
+
+//export eosStats
+func eosStats(handle C.uintptr_t, json *C.char, n C.size_t) {
+	c := cgo.Handle(handle).Value().(*client)
+	if c.hooks.Stats != nil {
+		c.hooks.Stats(C.GoBytes(unsafe.Pointer(json), C.int(n)))
 	}
 }
 

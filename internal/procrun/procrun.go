@@ -157,16 +157,29 @@ func (in *Instance) Log() string {
 
 // Metric returns the sum over all label sets of the Prometheus metric name from /metrics.
 func (in *Instance) Metric(ctx context.Context, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.HTTPAddr+"/metrics", nil)
+	text, err := in.Metrics(ctx)
 	if err != nil {
 		return 0, err
 	}
+	return SumMetric(strings.NewReader(text), name)
+}
+
+// Metrics returns what /metrics serves, in Prometheus's text format.
+func (in *Instance) Metrics(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.HTTPAddr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("metrics of %s: %w", in.Name, err)
+		return "", fmt.Errorf("metrics of %s: %w", in.Name, err)
 	}
 	defer resp.Body.Close()
-	return SumMetric(resp.Body, name)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("metrics of %s: %w", in.Name, err)
+	}
+	return string(body), nil
 }
 
 // SumMetric adds the samples of metric name in a Prometheus text exposition.

@@ -61,6 +61,11 @@ func Log(log *slog.Logger, e kafka.LogEvent) {
 	log.Log(context.Background(), level(e.Level), e.Message, "client", e.Name, "facility", e.Tag)
 }
 
+// StatsInterval is how often a client whose statistics are wanted reports them (statistics.interval.ms), unless
+// its properties say otherwise: often enough for a scrape every 15 s to see changes, rarely enough that building
+// and parsing the document (a few KB per broker and partition) costs nothing measurable.
+const StatsInterval = 5 * time.Second
+
 // ForwardLogs makes cfg's client send librdkafka's log lines to its Logs channel instead of stderr, where they
 // would break the JSON log; Forward then writes them to log.
 func ForwardLogs(cfg kafka.ConfigMap) { cfg["go.logs.channel.enable"] = true }
