@@ -68,11 +68,32 @@ type Config struct {
 	OnStats func(json []byte)
 }
 
+// client is the librdkafka consumer as Consumer uses it: its rebalance callback calls Consumer.rebalance from
+// inside Consume. Tests substitute a model of librdkafka for the timing windows real Kafka cannot hit on demand.
+type client interface {
+	Subscribe(topics []string) error
+	Consume(timeout time.Duration, max int, dst []stream.Record) ([]stream.Record, []librdkafka.PartitionError, error)
+	IncrementalAssign(parts []kafka.TopicPartition) error
+	IncrementalUnassign(parts []kafka.TopicPartition) error
+	AssignmentLost() bool
+	Pause(parts []kafka.TopicPartition) error
+	Resume(parts []kafka.TopicPartition) error
+	Committed(parts []kafka.TopicPartition, timeout time.Duration) ([]kafka.TopicPartition, error)
+	Position(parts []kafka.TopicPartition) ([]kafka.TopicPartition, error)
+	Seek(parts []kafka.TopicPartition, timeout time.Duration) ([]kafka.TopicPartition, error)
+	Watermarks(tp stream.TopicPartition) (low, high int64, err error)
+	QueryWatermarks(tp stream.TopicPartition, timeout time.Duration) (low, high int64, err error)
+	GroupMetadata() (*librdkafka.GroupMetadata, error)
+	Commit(offsets []kafka.TopicPartition) ([]kafka.TopicPartition, error)
+	FatalError() error
+	Close() error
+}
+
 // Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close
 // must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined, CommitOffsets and OffsetResets
 // may be called from any (the loop's transactions run beside its next assembly, /readyz beside both).
 type Consumer struct {
-	k         *librdkafka.Consumer
+	k         client
 	log       *slog.Logger
 	errLog    *rdkafka.ErrorLog
 	onError   func(kafka.Error)
@@ -224,7 +245,31 @@ func New(cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configure consumer: %w", err)
 	}
-	c := &Consumer{
+	c := newConsumer(cfg, log, reset)
+	clientLog := log.With("component", "consumer")
+	k, err := librdkafka.NewConsumer(all, librdkafka.Hooks{
+		Rebalance: c.rebalance,
+		Error:     c.clientError,
+		Stats:     cfg.OnStats,
+		Log: func(e kafka.LogEvent) {
+			c.watchLogs(e)
+			rdkafka.Log(clientLog, e)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer for group %q: %w", cfg.GroupID, err)
+	}
+	c.k = k
+	if err := c.k.Subscribe(cfg.Topics); err != nil {
+		_ = c.k.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// newConsumer is a Consumer without its client, cfg's defaults applied.
+func newConsumer(cfg Config, log *slog.Logger, reset string) *Consumer {
+	return &Consumer{
 		log:        log,
 		errLog:     &rdkafka.ErrorLog{Log: log},
 		onError:    cfg.OnError,
@@ -242,24 +287,6 @@ func New(cfg Config) (*Consumer, error) {
 		droppedFrom:   map[stream.TopicPartition]int64{},
 		rewound:       map[stream.TopicPartition]bool{},
 	}
-	clientLog := log.With("component", "consumer")
-	c.k, err = librdkafka.NewConsumer(all, librdkafka.Hooks{
-		Rebalance: c.rebalance,
-		Error:     c.clientError,
-		Stats:     cfg.OnStats,
-		Log: func(e kafka.LogEvent) {
-			c.watchLogs(e)
-			rdkafka.Log(clientLog, e)
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create consumer for group %q: %w", cfg.GroupID, err)
-	}
-	if err := c.k.Subscribe(cfg.Topics); err != nil {
-		_ = c.k.Close()
-		return nil, err
-	}
-	return c, nil
 }
 
 // clientError handles librdkafka's error events, which it serves inside Consume.

@@ -1,0 +1,164 @@
+package consume
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eosproc/eosproc/internal/librdkafka"
+	"github.com/eosproc/eosproc/stream"
+)
+
+// modelClient is librdkafka's consumer as far as one partition's assignment and fetching go: a log of records
+// 0..end-1, a fetch position that each Consume call moves past what it returns (at most perCall records), and
+// rebalances run inside a chosen call, as librdkafka serves its rebalance callback inside
+// rd_kafka_consume_batch_queue, between the records it gathers.
+type modelClient struct {
+	tp        stream.TopicPartition
+	end       int64
+	perCall   int
+	committed int64 // the group's committed offset
+
+	position  int64
+	assigned  bool
+	lost      bool
+	calls     int
+	rebalance func(assign bool, parts []kafka.TopicPartition)
+	// inCall, when set, runs inside the call numbered at, after before records were gathered.
+	at, before int
+	inCall     func(m *modelClient)
+}
+
+func (m *modelClient) Consume(_ time.Duration, max int, dst []stream.Record) ([]stream.Record, []librdkafka.PartitionError, error) {
+	m.calls++
+	limit := min(max, m.perCall)
+	gather := func(n int) {
+		for ; n > 0 && m.assigned && m.position < m.end; n-- {
+			dst = append(dst, stream.Record{Topic: m.tp.Topic, Partition: m.tp.Partition, Offset: m.position})
+			m.position++
+		}
+	}
+	if m.inCall != nil && m.calls == m.at {
+		gather(min(m.before, limit))
+		m.inCall(m)
+	}
+	gather(limit - len(dst))
+	return dst, nil, nil
+}
+
+func (m *modelClient) IncrementalAssign(parts []kafka.TopicPartition) error {
+	for _, p := range parts {
+		m.assigned = true
+		if p.Offset >= 0 {
+			m.position = int64(p.Offset)
+		}
+		// Otherwise librdkafka keeps the fetch position it has, as it did for a partition assigned again before
+		// its previous assignment's fetch state was gone.
+	}
+	return nil
+}
+
+func (m *modelClient) IncrementalUnassign([]kafka.TopicPartition) error {
+	m.assigned = false
+	return nil
+}
+
+func (m *modelClient) AssignmentLost() bool { return m.lost }
+
+func (m *modelClient) Committed(parts []kafka.TopicPartition, _ time.Duration) ([]kafka.TopicPartition, error) {
+	out := slices.Clone(parts)
+	for i := range out {
+		out[i].Offset = kafka.Offset(m.committed)
+	}
+	return out, nil
+}
+
+func (m *modelClient) Seek(parts []kafka.TopicPartition, _ time.Duration) ([]kafka.TopicPartition, error) {
+	for _, p := range parts {
+		m.position = int64(p.Offset)
+	}
+	return parts, nil
+}
+
+func (m *modelClient) Subscribe([]string) error                                      { return nil }
+func (m *modelClient) Pause([]kafka.TopicPartition) error                            { return nil }
+func (m *modelClient) Resume([]kafka.TopicPartition) error                           { return nil }
+func (m *modelClient) FatalError() error                                             { return nil }
+func (m *modelClient) Close() error                                                  { return nil }
+func (m *modelClient) Commit([]kafka.TopicPartition) ([]kafka.TopicPartition, error) { return nil, nil }
+func (m *modelClient) GroupMetadata() (*librdkafka.GroupMetadata, error)             { return nil, nil }
+func (m *modelClient) Position(parts []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+	return parts, nil
+}
+func (m *modelClient) Watermarks(stream.TopicPartition) (int64, int64, error) { return 0, m.end, nil }
+func (m *modelClient) QueryWatermarks(stream.TopicPartition, time.Duration) (int64, int64, error) {
+	return 0, m.end, nil
+}
+
+// A partition lost and assigned back to this member within one consume call: the call returns records of the
+// old assignment and, after the reassignment, records of the new one, and take drops them all (it cannot tell
+// them apart), while the fetch position has moved past them. Every record from the committed offset on must
+// still reach a batch, once and in order: this is the loss the "leader cut off the network" chaos row found.
+func TestAPartitionAssignedAgainWithinOneCallLosesNothing(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// the new assignment's start: the committed offset, or none (librdkafka keeps its fetch position)
+		committed int64
+	}{
+		{"committed offset", 100},
+		{"no committed offset", -1001},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tp := stream.TopicPartition{Topic: "in", Partition: 0}
+			m := &modelClient{tp: tp, end: 400, perCall: 80, committed: tt.committed, at: 1, before: 50}
+			c := newConsumer(Config{BatchInterval: 20 * time.Millisecond, MaxBatchRecords: 1000},
+				slog.New(slog.NewTextHandler(io.Discard, nil)), "earliest")
+			c.k, m.rebalance = m, c.rebalance
+			first := int64(100)
+			m.position = first // where the first assignment starts (librdkafka's choice when nothing is committed)
+			c.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+			if tt.committed >= 0 {
+				first = tt.committed
+			}
+			m.inCall = func(m *modelClient) {
+				m.lost = true
+				m.rebalance(false, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+				m.lost = false
+				m.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+			}
+
+			var got []int64
+			budgets := map[stream.TopicPartition]int64{tp: 1000}
+			for range 20 {
+				batch, err := c.Assemble(context.Background(), budgets)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range batch {
+					got = append(got, r.Offset)
+				}
+				c.TakeRevoked()
+				if len(got) > 0 && got[len(got)-1] == m.end-1 {
+					break
+				}
+			}
+			if m.calls < 2 {
+				t.Fatalf("%d consume calls: the reassignment never ran", m.calls)
+			}
+			for i, off := range got {
+				if want := first + int64(i); off != want {
+					t.Fatalf("batches hold offsets %d.. (%d records); at index %d got %d, want %d: records lost or repeated",
+						got[0], len(got), i, off, want)
+				}
+			}
+			if len(got) == 0 || got[len(got)-1] != m.end-1 {
+				t.Fatalf("batches ended at offset %v, want every record up to %d", got[max(len(got)-1, 0):], m.end-1)
+			}
+		})
+	}
+}
