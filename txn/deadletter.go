@@ -81,7 +81,9 @@ func (l *Loop) deadLetter(r stream.Record, f failure) stream.Record {
 		stream.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 		stream.Header{Key: stream.SourceHeader, Value: []byte(r.Source())},
 	)
-	l.deadLetterLog.note(l.Logger, f, r)
+	if !l.StopOnBadRecord { // otherwise the loop stops on it, with an error that says more
+		l.deadLetterLog.note(l.Logger, f, r)
+	}
 	return stream.Record{Topic: l.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
 }
 
