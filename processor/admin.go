@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -87,7 +89,7 @@ const defaultBatchBytes = 1_000_000
 // misconfigured replica from knocking on the brokers with one more client before its own clients' login watch
 // (PROCESSOR_AUTH_FAILURE_TIMEOUT) can end it.
 func outputLimits(ctx context.Context, cfg Config, log *slog.Logger) map[string]int {
-	topics := append([]string{cfg.OutputTopic, cfg.DeadLetterTopic}, cfg.RouteTopics...)
+	topics := cfg.outputTopics()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	admin, closeAdmin, err := newAdmin(cfg.adminConfig(), cfg.GroupID+"-topic-limits", "topic-limits", log)
@@ -101,6 +103,17 @@ func outputLimits(ctx context.Context, cfg Config, log *slog.Logger) map[string]
 	log.Warn("could not read the output topics' max.message.bytes; a record above a topic's limit will stop the "+
 		"processor (exit 1) instead of going to the dead-letter topic", "topics", topics, "error", err)
 	return nil
+}
+
+// outputTopics are the topics the processor may write records to, each once: a broker refuses a DescribeConfigs
+// that names a topic twice, and the route topics usually list the output topic too.
+func (c Config) outputTopics() []string {
+	topics := []string{c.OutputTopic, c.DeadLetterTopic}
+	for _, t := range c.RouteTopics {
+		topics = append(topics, strings.TrimSpace(t))
+	}
+	slices.Sort(topics)
+	return slices.Compact(topics)
 }
 
 // batchesWithin returns the producer's properties with batch.size lowered to the smallest of limits, when that

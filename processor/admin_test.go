@@ -2,6 +2,7 @@ package processor
 
 import (
 	"log/slog"
+	"slices"
 	"testing"
 )
 
@@ -28,5 +29,14 @@ func TestBatchesStayWithinTheSmallestTopicLimit(t *testing.T) {
 				t.Error("the caller's properties were changed")
 			}
 		})
+	}
+}
+
+// A broker refuses a DescribeConfigs naming a topic twice, which left every limit unknown when the route topics
+// listed the output topic (as the runbook's re-drive does).
+func TestOutputTopicsNameEachTopicOnce(t *testing.T) {
+	cfg := Config{OutputTopic: "orders", DeadLetterTopic: "app-dlq", RouteTopics: []string{"orders", " payments", "payments"}}
+	if got, want := cfg.outputTopics(), []string{"app-dlq", "orders", "payments"}; !slices.Equal(got, want) {
+		t.Errorf("outputTopics = %q, want %q", got, want)
 	}
 }
