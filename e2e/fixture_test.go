@@ -197,6 +197,32 @@ func (f *fixture) waitCaughtUp(ctx context.Context) {
 	}
 }
 
+// waitCommittedPastRecords waits until group's committed offset of every partition of topic is past the last
+// record in it now. For a topic written in transactions (a processor's output), where waitCaughtUp's lag never
+// reaches 0: the commit marker after the last record is never covered by a committed offset.
+func (f *fixture) waitCommittedPastRecords(ctx context.Context, group, topic string) {
+	f.t.Helper()
+	recs, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), topic)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	err = testcontainers.WaitFor(ctx, fmt.Sprintf("group %s to commit every record of %s", group, topic), func(ctx context.Context) (bool, error) {
+		committed, err := kafkatest.Committed(ctx, f.cluster.BootstrapServers(), group, topic)
+		if err != nil {
+			return false, err
+		}
+		for p, msgs := range recs {
+			if len(msgs) > 0 && committed[p] <= int64(msgs[len(msgs)-1].TopicPartition.Offset) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // waitProgress waits until the group's lag is at most lag.
 func (f *fixture) waitProgress(ctx context.Context, lag int64) {
 	f.t.Helper()
