@@ -9,7 +9,7 @@ export TESTCONTAINERS_HOST_OVERRIDE := localhost
 KAFKA_IMAGE_FILE := .cache/kafka-image
 WITH_KAFKA_IMAGE = KAFKA_IMAGE="$$(cat $(KAFKA_IMAGE_FILE))"
 
-.PHONY: help setup build build-static image docs test test-unit test-e2e demo demo-short lint dedupe-restore chaos stress bench
+.PHONY: help setup build build-static image docs test test-unit test-e2e demo demo-short lint dedupe-restore chaos stress bench compat
 
 help:
 	@echo "make demo   run the processor end to end on a real Kafka (sets up everything first)"
@@ -91,6 +91,10 @@ stress: setup
 	$(WITH_KAFKA_IMAGE) scripts/stress.sh
 
 # The full fault matrix on 3 brokers, 100,000 records per scenario; the results table goes to docs/chaos.md.
+# The exactly-once core and the harness's tests on the newest and the oldest supported broker lines (about 15 min).
+compat: setup
+	scripts/compat.sh
+
 chaos: setup
 	$(WITH_KAFKA_IMAGE) CHAOS_RECORDS=100000 CHAOS_REPORT=$(CURDIR)/docs/chaos.md \
 	  go test -count=1 -timeout 80m -v -run TestChaosMatrix ./e2e/

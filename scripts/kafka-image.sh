@@ -6,6 +6,9 @@
 #   2. kafka: the base plus Apache Kafka's jars resolved by Maven (testcontainers/image/pom.xml) and an entrypoint
 #      with the official image's environment interface.
 #
+# KAFKA_VERSION picks another Kafka release than the pom's (make compat builds the oldest line it tests, 3.9):
+# a 3.x broker logs through log4j 1 (reload4j, which its jars bring), so the log4j 2 jars are left out of it.
+#
 # Each image's tag carries a hash of its inputs, so it is rebuilt only when they change. Idempotent.
 set -euo pipefail
 
@@ -16,9 +19,10 @@ log() { printf 'kafka-image: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 base_tag="eosproc/jre-base:$suite-openjdk17"
-kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$src/pom.xml")
+kafka_version=${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$src/pom.xml")}
+[[ $kafka_version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "KAFKA_VERSION $kafka_version: want a release such as 3.9.1"
 inputs_hash=$(cat "$src/pom.xml" "$src/Dockerfile" "$src/entrypoint.sh" "$src/kafka-run-class.sh" "$src/log4j2.yaml" \
-  "$0" | sha256sum | cut -c1-12)
+  "$src/log4j.properties" "$0" | sha256sum | cut -c1-12)
 kafka_tag="eosproc/kafka-local:$kafka_version-$inputs_hash"
 
 if docker image inspect "$kafka_tag" >/dev/null 2>&1; then
@@ -60,15 +64,20 @@ fi
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-cp "$src/Dockerfile" "$src/entrypoint.sh" "$src/kafka-run-class.sh" "$src/log4j2.yaml" "$context/"
+cp "$src/Dockerfile" "$src/entrypoint.sh" "$src/kafka-run-class.sh" "$src/log4j2.yaml" "$src/log4j.properties" "$context/"
 log "resolving Apache Kafka $kafka_version jars with Maven"
-mvn -q -B -f "$src/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+mvn -q -B -f "$src/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -Dkafka.version="$kafka_version" \
   -DoutputDirectory="$context/libs" >"$context/mvn.log" 2>&1 \
   || { cat "$context/mvn.log" >&2; die "Maven could not resolve Kafka's jars (log above)"; }
+if [ "${kafka_version%%.*}" -lt 4 ]; then
+  # Two slf4j bindings would leave the choice to the class path's order; Kafka 3 needs log4j 1's.
+  rm -f "$context"/libs/log4j-slf4j-impl-*.jar "$context"/libs/log4j-core-*.jar "$context"/libs/log4j-api-*.jar
+fi
 log "docker build $kafka_tag"
 # The classic builder uses the local base image as it is; BuildKit would try to resolve it in a registry.
 DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base_tag" -t "$kafka_tag" "$context" >"$context/build.log" 2>&1 \
   || { cat "$context/build.log" >&2; die "docker build of $kafka_tag failed"; }
-# Earlier builds of the local image are superseded by this one.
-docker images --format '{{.Repository}}:{{.Tag}}' eosproc/kafka-local | grep -vxF "$kafka_tag" | xargs -r docker rmi >/dev/null 2>&1 || true
+# Earlier builds of the same Kafka release are superseded by this one; other releases' (make compat) stay.
+docker images --format '{{.Repository}}:{{.Tag}}' eosproc/kafka-local | grep -F ":$kafka_version-" | grep -vxF "$kafka_tag" \
+  | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$kafka_tag"

@@ -36,7 +36,7 @@ import (
 
 // DefaultImage is the official Apache Kafka image, pinned to the release whose jars the local image is built
 // from (testcontainers/image/pom.xml). Bump both together.
-const DefaultImage = "apache/kafka:4.3.1"
+const DefaultImage = "apache/kafka:4.4.0"
 
 // ImageEnv names the environment variable that selects another image, e.g. the local build.
 const ImageEnv = "KAFKA_IMAGE"

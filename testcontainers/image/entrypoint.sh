@@ -40,7 +40,8 @@ while IFS= read -r line; do
 done <<<"$broker_vars"
 
 jvm_opts=(${KAFKA_HEAP_OPTS:--Xmx1G -Xms1G} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
-  -Dlog4j2.configurationFile=$kafka_home/config/log4j2.yaml ${KAFKA_OPTS:-})
+  -Dlog4j2.configurationFile=$kafka_home/config/log4j2.yaml -Dlog4j.configuration=file:$kafka_home/config/log4j.properties
+  ${KAFKA_OPTS:-})
 
 java "${jvm_opts[@]}" -cp "$classpath" kafka.tools.StorageTool format --ignore-formatted \
   --cluster-id "$cluster_id" --config "$props" >/dev/null
