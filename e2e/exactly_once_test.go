@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -283,6 +284,7 @@ func TestFailedRecordsGoToDeadLetterTopic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkDashboardAgainst(ctx, t, p0)
 	f.stopAll()
 
 	r := f.verdict(ctx, true)
@@ -419,6 +421,30 @@ func TestDeadLettersAreRedrivenExactlyOnce(t *testing.T) {
 		t.Fatalf("dead-letter topic holds %d records (%v), want the %d of before the fix and the one after: the re-drive sent one round", len(dead[0]), err, poisoned)
 	}
 	t.Logf("%d dead letters re-driven; every one of %d records in the output once, but the one failing after the fix", poisoned, n+more)
+}
+
+// checkDashboardAgainst checks that the running processor serves a series of every metric the dashboard
+// queries (de-duplication's only when it is configured, which it is not here).
+func checkDashboardAgainst(ctx context.Context, t *testing.T, p *procrun.Instance) {
+	t.Helper()
+	dashboard, err := os.ReadFile("../deploy/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`eosproc_[a-z_]+`).FindAllString(string(dashboard), -1)
+	for _, name := range names {
+		name = strings.TrimSuffix(name, "_bucket")
+		if !strings.HasPrefix(name, "eosproc_dedupe_") && !strings.Contains(text, "\n# TYPE "+name+" ") {
+			t.Errorf("the dashboard queries %s, which the running processor does not serve", name)
+		}
+	}
+	if len(names) < 20 {
+		t.Fatalf("found only %d metric names in the dashboard", len(names))
+	}
 }
 
 // keyIndex is i of a test record's key "key-<i>".
