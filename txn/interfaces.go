@@ -51,7 +51,8 @@ type Producer interface {
 	SendOffsets(ctx context.Context, offsets map[stream.TopicPartition]int64, group *produce.GroupMetadata) error
 	Commit() error
 	Abort() error
-	// Flush waits for every delivery and reports the batch's first failure (at_least_once only).
+	// Flush waits for every delivery and reports the batch's first failure: at_least_once's commit point, and
+	// exactly_once's wait before aborting a transaction whose outputs were all produced.
 	Flush(ctx context.Context) error
 }
 

@@ -247,7 +247,7 @@ func TestErrorPolicy(t *testing.T) {
 			name:        "abortable commit aborts, rewinds and redoes the batch",
 			batches:     [][]stream.Record{onePartition},
 			fail:        map[string][]error{"commit": {classed(produce.Abortable, "transaction aborted by broker")}},
-			wantCalls:   []string{"init", "begin", "produce", "send_offsets", "commit", "abort", "begin", "produce", "send_offsets", "commit"},
+			wantCalls:   []string{"init", "begin", "produce", "send_offsets", "commit", "flush", "abort", "begin", "produce", "send_offsets", "commit"},
 			wantOffsets: []map[stream.TopicPartition]int64{{p1: 8}, {p1: 8}},
 			wantRewinds: 1,
 		},
@@ -552,7 +552,7 @@ func TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction(t *testing
 		t.Fatal(err)
 	}
 	want := []string{"init",
-		"begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit", "abort",
+		"begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit", "flush", "abort",
 		"begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit"}
 	if !slices.Equal(p.calls, want) {
 		t.Fatalf("calls\n got %v\nwant %v", p.calls, want)
@@ -663,8 +663,8 @@ func TestBatchOfAnEndedSessionIsAbortedAndReadAgain(t *testing.T) {
 	if c.rewinds != 1 {
 		t.Errorf("rewinds = %d, want 1", c.rewinds)
 	}
-	if got := strings.Join(p.calls, ","); got != "init,begin,produce,abort,begin,produce,send_offsets,commit,begin,produce,send_offsets,commit" {
-		t.Errorf("producer calls %s, want the first attempt aborted before its offsets, then a transaction for each batch", got)
+	if got := strings.Join(p.calls, ","); got != "init,begin,produce,flush,abort,begin,produce,send_offsets,commit,begin,produce,send_offsets,commit" {
+		t.Errorf("producer calls %s, want the first attempt's outputs delivered, then aborted before its offsets, then a transaction for each batch", got)
 	}
 	if len(p.produced) != 3 || header(p.produced[1], stream.SourceHeader) != "in/0/4" || header(p.produced[2], stream.SourceHeader) != "in/1/9" {
 		t.Errorf("produced %+v, want in/0/4 (aborted), then in/0/4 and in/1/9", p.produced)

@@ -84,6 +84,9 @@ func (l *Loop) inFlight() bool {
 	}
 }
 
+// abortFlushBound is how long an abort waits for the transaction's outputs to be delivered first.
+const abortFlushBound = 5 * time.Second
+
 // transact runs the batch's transaction (begin, produce the outputs, dead letters and changelog, send the
 // offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
 // (a revocation, the next batch) finds the transaction settled.
@@ -97,6 +100,16 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	}
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {
+		if !b.offsetting.IsZero() {
+			// The outputs were all handed over: let them be delivered first. An abort that reaches the
+			// coordinator before the partitions these records add to the transaction is answered with a fatal
+			// INVALID_TXN_STATE (librdkafka 2.11; the chaos row deleting an input topic, whose lost partition
+			// aborts the batch right after producing, exited 1 on it). Bounded: a broker that is down must not
+			// hold the abort for a message timeout.
+			flushCtx, cancel := context.WithTimeout(work, abortFlushBound)
+			_ = l.Producer.Flush(flushCtx)
+			cancel()
+		}
 		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
 		if aerr := l.retry(settle, l.Producer.Abort); aerr != nil {
 			return fmt.Errorf("abort transaction after %s failed: %w", ab.step, aerr)
