@@ -347,7 +347,7 @@ func TestDeadLettersAreRedrivenExactlyOnce(t *testing.T) {
 	f.stopAll()
 
 	// The fix: poison passes; one record of the next ones fails for another reason after the fix.
-	fixedAt := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	fixedAt := time.Now().UTC().Format(txn.ErrorTimeLayout)
 	f.produce(ctx, 3, n, more, func(i int, m *kafka.Message) {
 		if i == stillBad {
 			m.Headers = append(m.Headers, kafka.Header{Key: "broken", Value: []byte("yes")})

@@ -17,13 +17,17 @@ const (
 	HeaderError           = "eosproc.error"       // the error's message
 	HeaderErrorStage      = "eosproc.error.stage" // the part of the processing that failed: the Stage constants, or a transform's own
 	HeaderErrorClass      = "eosproc.error.class" // the kind of failure: the Class constants, or a transform's own
-	HeaderErrorTime       = "eosproc.error.time"  // when the record was dead-lettered, RFC 3339 in UTC with milliseconds
+	HeaderErrorTime       = "eosproc.error.time"  // when the record was dead-lettered, in ErrorTimeLayout, UTC
 	HeaderAppID           = "eosproc.app.id"      // the processor's application id
 	HeaderInstanceID      = "eosproc.instance.id" // the instance that dead-lettered the record
 	HeaderSourceTopic     = "eosproc.source.topic"
 	HeaderSourcePartition = "eosproc.source.partition"
 	HeaderSourceOffset    = "eosproc.source.offset"
 )
+
+// ErrorTimeLayout is HeaderErrorTime's format: RFC 3339 with milliseconds, fixed width, so that the times of
+// dead letters compare as strings (a re-drive filters on them).
+const ErrorTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // Stages the loop names for the failures it finds itself; a transform's failures are StageTransform unless it
 // returns a stream.RecordError naming its own (the configured pipeline names filter, map, key, headers, route
@@ -73,7 +77,7 @@ func (l *Loop) deadLetter(r stream.Record, f failure) stream.Record {
 		stream.Header{Key: HeaderError, Value: []byte(f.err.Error())},
 		stream.Header{Key: HeaderErrorStage, Value: []byte(f.stage)},
 		stream.Header{Key: HeaderErrorClass, Value: []byte(f.class)},
-		stream.Header{Key: HeaderErrorTime, Value: time.Now().UTC().AppendFormat(nil, "2006-01-02T15:04:05.000Z07:00")},
+		stream.Header{Key: HeaderErrorTime, Value: time.Now().UTC().AppendFormat(nil, ErrorTimeLayout)},
 		stream.Header{Key: HeaderAppID, Value: []byte(l.AppID)},
 		stream.Header{Key: HeaderInstanceID, Value: []byte(l.InstanceID)},
 		stream.Header{Key: HeaderSourceTopic, Value: []byte(r.Topic)},

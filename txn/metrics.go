@@ -58,9 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.recordsIn, m.recordsOut, m.deadLetters, m.commits, m.aborts, m.batchDuration,
 		m.commitDuration, m.lag, m.assigned)
-	for _, stage := range loopStages {
-		m.deadLetters.WithLabelValues(stage)
-	}
+	m.InitDeadLetterStages(loopStages...)
 	for _, reason := range abortReasons {
 		m.aborts.WithLabelValues(reason)
 	}

@@ -100,12 +100,13 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	}
 	var ab *abortable
 	if errors.As(err, &ab) && l.open {
-		if !b.offsetting.IsZero() {
-			// The outputs were all handed over: let them be delivered first. An abort that reaches the
-			// coordinator before the partitions these records add to the transaction is answered with a fatal
-			// INVALID_TXN_STATE (librdkafka 2.11; the chaos row deleting an input topic, whose lost partition
-			// aborts the batch right after producing, exited 1 on it). Bounded: a broker that is down must not
-			// hold the abort for a message timeout.
+		if !b.offsetting.IsZero() || len(ab.refusedInputs) > 0 {
+			// The outputs were all handed over (the producer refused some for themselves, or the failure came
+			// after producing): let them be delivered first. An abort that reaches the coordinator before the
+			// partitions these records add to the transaction is answered with a fatal INVALID_TXN_STATE
+			// (librdkafka 2.11; the chaos row deleting an input topic, whose lost partition aborts the batch
+			// right after producing, exited 1 on it). Bounded: a broker that is down must not hold the abort
+			// for a message timeout.
 			flushCtx, cancel := context.WithTimeout(work, abortFlushBound)
 			_ = l.Producer.Flush(flushCtx)
 			cancel()
@@ -199,10 +200,6 @@ func (l *Loop) produceBatch(work context.Context, b *batch) error {
 		if ferr != nil {
 			return ferr
 		}
-		// Abort right after producing can reach the coordinator before the partitions these records added to
-		// the transaction, which it answers with a fatal INVALID_TXN_STATE (seen with librdkafka 2.11): the
-		// records delivered first, their partitions are registered.
-		_ = l.Producer.Flush(work)
 		return &abortable{step: "produce", err: err, refusedInputs: inputs}
 	}
 	if len(b.changelog) > 0 {
