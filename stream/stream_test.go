@@ -63,23 +63,6 @@ func TestIdentityOfARecordWithoutHeaders(t *testing.T) {
 	}
 }
 
-// Identity sizes the source header's bytes from sourceLen: a length short of the text would reallocate (or, in
-// the fast path, spill past the fixed buffer into a fresh allocation), one past it wastes memory per record.
-func TestSourceLenIsTheLengthOfSource(t *testing.T) {
-	for _, r := range []Record{
-		{Topic: "in", Partition: 0, Offset: 0},
-		{Topic: "in", Partition: 9, Offset: 10},
-		{Topic: "orders", Partition: 11, Offset: 99},
-		{Topic: "orders", Partition: 2147483647, Offset: 9223372036854775807},
-		{Topic: "t", Partition: -1, Offset: -1001},
-		{Topic: "t", Partition: -2147483648, Offset: -9223372036854775808},
-	} {
-		if got, want := r.sourceLen(), len(r.Source()); got != want {
-			t.Errorf("sourceLen of %q = %d, want %d", r.Source(), got, want)
-		}
-	}
-}
-
 // The identity transform runs once per record: two allocations for an input without headers (the returned
 // record, and its header with the source's bytes), whatever the topic name's length up to the fast path's limit.
 func TestIdentityAllocatesTwicePerRecord(t *testing.T) {
