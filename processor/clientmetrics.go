@@ -100,10 +100,12 @@ func (m *clientMetrics) observe(doc []byte) {
 		m.producerQueue.Set(float64(s.MsgCnt))
 		m.producerQueueBytes.Set(float64(s.MsgSize))
 		if s.EOS.TxnState != "" {
-			for _, state := range txnStates {
-				m.txnState.WithLabelValues(state).Set(0)
-			}
 			m.txnState.WithLabelValues(s.EOS.TxnState).Set(1)
+			for _, state := range txnStates {
+				if state != s.EOS.TxnState {
+					m.txnState.WithLabelValues(state).Set(0)
+				}
+			}
 		}
 	case "consumer":
 		// Every partition's fetch queue forwards to the consumer's one queue, and librdkafka reports each
