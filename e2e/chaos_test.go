@@ -171,6 +171,13 @@ func runChaos(t *testing.T, cluster *testcontainers.Cluster, name string, n int,
 			maps.Copy(first, sc.firstEnv)
 		}
 		run.procs = append(run.procs, supervise(f, fmt.Sprintf("%sp%d", name, i), first, env))
+		if i == 0 && sc.firstEnv != nil {
+			// Its fault is in its own transactions: started together, the others could take every partition
+			// and drain the input before it joined, and the fault would never come.
+			if err := run.procs[0].waitReadyOrStopped(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Registered after the fixture's, so it runs first: a scenario that fails half-way must not leave a supervisor
 	// restarting processors the fixture kills, to run on through the scenarios after it.
@@ -515,6 +522,22 @@ func (s *supervised) waitStopped(ctx context.Context) error {
 	s.mu.Unlock()
 	return testcontainers.WaitFor(ctx, s.name+" stopped inside a transaction", func(context.Context) (bool, error) {
 		return processState(pid) == 'T', nil
+	})
+}
+
+// waitReadyOrStopped waits until the processor answers /readyz (it has joined its group with partitions), or has
+// already stopped itself inside a transaction, whose /readyz would never answer.
+func (s *supervised) waitReadyOrStopped(ctx context.Context) error {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	return testcontainers.WaitFor(ctx, s.name+" ready", func(ctx context.Context) (bool, error) {
+		if processState(cur.PID()) == 'T' {
+			return true, nil
+		}
+		ask, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return cur.Ready(ask), nil
 	})
 }
 
