@@ -29,7 +29,8 @@
 // is staged until the transaction that carries it commits:
 //
 //  1. On assignment, NewStore, then Restore/RestoreTombstone (or RestoreRecord) every record of the changelog
-//     partition, read with read_committed from the beginning to its end. This state is committed.
+//     partition, read with read_committed from the beginning to its end. This state is committed. Stage does
+//     this in the background (Stage.Ready) while the loop holds the partition's records back.
 //  2. For each input record of a batch, Seen(identity, timestamp); drop the record when it returns true.
 //  3. In the batch's transaction, write Changes() to the changelog partition co-partitioned with the input
 //     partition (Mutation.Key, Mutation.Value; nil is a tombstone), next to the outputs and the offsets.

@@ -15,7 +15,8 @@ type Restorer interface {
 }
 
 // Stage is the de-duplication step of the loop: it holds one Store per assigned input partition, restores a
-// partition's store from its changelog before the partition's first record is judged, drops duplicates, and
+// partition's store from its changelog (in the background, see Ready) before the partition's first record is
+// judged, drops duplicates, and
 // returns the changelog records the batch's transaction must carry. The loop calls Committed or Aborted after
 // every batch it filtered, and Forget for partitions it lost, whose next owner restores them.
 //
@@ -30,9 +31,26 @@ type Stage struct {
 	// Observer, when set, is told about restores and dropped duplicates (metrics).
 	Observer Observer
 
-	stores  map[stream.TopicPartition]*Store
-	touched map[stream.TopicPartition]*Store
+	stores    map[stream.TopicPartition]*Store
+	touched   map[stream.TopicPartition]*Store
+	restoring map[stream.TopicPartition]*restore
+	slots     chan struct{} // one per restore reading at a time
 }
+
+// restore is one partition's store being read from its changelog on a goroutine of its own. Its result is
+// written before done is closed, and read by the loop's goroutine only after.
+type restore struct {
+	cancel  context.CancelFunc
+	done    chan struct{}
+	store   *Store
+	records int
+	took    time.Duration
+	err     error
+}
+
+// concurrentRestores bounds the restores reading at once: each has a client of its own (connections, buffers,
+// librdkafka's threads), and a rebalance can hand over dozens of partitions.
+const concurrentRestores = 4
 
 // restoreProgressEvery is how many changelog records a restore reads between progress reports.
 const restoreProgressEvery = 1000
@@ -58,10 +76,7 @@ type Rejected struct {
 // records (Topic and Partition set) that must be committed with the batch. An error (a restore failed) leaves no
 // trace in the stores; the loop aborts the batch.
 func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []Rejected, changelog []stream.Record, err error) {
-	if s.stores == nil {
-		s.stores = map[stream.TopicPartition]*Store{}
-		s.touched = map[stream.TopicPartition]*Store{}
-	}
+	s.init()
 	dropped := map[stream.TopicPartition]int{}
 	kept = in[:0:0]
 	for _, r := range in {
@@ -97,17 +112,93 @@ func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.R
 	return kept, rejected, changelog, nil
 }
 
-// store returns tp's store, restoring it from the changelog first if this instance does not hold it yet.
+func (s *Stage) init() {
+	if s.stores == nil {
+		s.stores = map[stream.TopicPartition]*Store{}
+		s.touched = map[stream.TopicPartition]*Store{}
+		s.restoring = map[stream.TopicPartition]*restore{}
+		s.slots = make(chan struct{}, concurrentRestores)
+	}
+}
+
+// Ready reports whether tp's store is restored, so that its records can be judged without waiting. If it is not,
+// Ready starts restoring it in the background (the first time) and reports false: the loop holds the partition's
+// records back meanwhile and asks again with its next batch, while the other partitions go on. Kafka Streams
+// restores the same way. A restore that failed returns its error once and begins again at the next call. ctx
+// bounds the restore; Forget cancels it.
+func (s *Stage) Ready(ctx context.Context, tp stream.TopicPartition) (bool, error) {
+	s.init()
+	if _, ok := s.stores[tp]; ok {
+		return true, nil
+	}
+	r, ok := s.restoring[tp]
+	if !ok {
+		s.restoring[tp] = s.startRestore(ctx, tp)
+		return false, nil
+	}
+	select {
+	case <-r.done:
+	default:
+		return false, nil
+	}
+	delete(s.restoring, tp)
+	if err := s.adopt(tp, r); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// store returns tp's store. One the loop did not wait for with Ready is restored here, holding the batch.
 func (s *Stage) store(ctx context.Context, tp stream.TopicPartition) (*Store, error) {
 	if st, ok := s.stores[tp]; ok {
 		return st, nil
 	}
-	st, err := NewStore(s.Store)
-	if err != nil {
+	r, ok := s.restoring[tp]
+	if !ok {
+		r = s.startRestore(ctx, tp)
+		s.restoring[tp] = r
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	delete(s.restoring, tp)
+	if err := s.adopt(tp, r); err != nil {
 		return nil, err
 	}
+	return s.stores[tp], nil
+}
+
+// startRestore reads tp's changelog into a new store on a goroutine of its own, once a slot is free.
+func (s *Stage) startRestore(ctx context.Context, tp stream.TopicPartition) *restore {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &restore{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		defer cancel()
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		case <-ctx.Done():
+			r.err = ctx.Err()
+			return
+		}
+		start := time.Now()
+		r.store, r.records, r.err = s.restore(ctx, tp)
+		r.took = time.Since(start)
+	}()
+	return r
+}
+
+// restore reads tp's changelog into a new store. It runs on a restore's goroutine: it reads only the Stage's
+// configuration, and the Observer is safe for concurrent use.
+func (s *Stage) restore(ctx context.Context, tp stream.TopicPartition) (*Store, int, error) {
+	st, err := NewStore(s.Store)
+	if err != nil {
+		return nil, 0, err
+	}
 	topic := s.ChangelogTopic(tp.Topic)
-	start := time.Now()
 	apply, unreported := st.RestoreRecord, 0
 	if s.Observer != nil {
 		apply = func(key, value []byte) error {
@@ -123,14 +214,22 @@ func (s *Stage) store(ctx context.Context, tp stream.TopicPartition) (*Store, er
 		s.Observer.RestoreProgress(tp, unreported)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("restore de-duplication state of %s from %s[%d]: %w", tp, topic, tp.Partition, err)
+		return nil, n, fmt.Errorf("restore de-duplication state of %s from %s[%d]: %w", tp, topic, tp.Partition, err)
 	}
-	s.stores[tp] = st
+	return st, n, nil
+}
+
+// adopt makes a finished restore's store tp's, or returns its error.
+func (s *Stage) adopt(tp stream.TopicPartition, r *restore) error {
+	if r.err != nil {
+		return r.err
+	}
+	s.stores[tp] = r.store
 	if s.Observer != nil {
-		s.Observer.Restored(tp, n, time.Since(start))
-		s.Observer.Entries(tp, st.Len())
+		s.Observer.Restored(tp, r.records, r.took)
+		s.Observer.Entries(tp, r.store.Len())
 	}
-	return st, nil
+	return nil
 }
 
 // Committed makes the batch's changes part of the stores' committed state.
@@ -156,6 +255,10 @@ func (s *Stage) Aborted() {
 // from the changelog, which its owner in between may have extended.
 func (s *Stage) Forget(partitions []stream.TopicPartition) {
 	for _, tp := range partitions {
+		if r, ok := s.restoring[tp]; ok {
+			r.cancel()
+			delete(s.restoring, tp)
+		}
 		if st, ok := s.touched[tp]; ok {
 			st.Rollback()
 			delete(s.touched, tp)

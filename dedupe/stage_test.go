@@ -2,8 +2,11 @@ package dedupe
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,5 +59,192 @@ func TestRestoreReportsProgressWhileItReads(t *testing.T) {
 	}
 	if want := []int{1000, 1000, 500}; !slices.Equal(obs.reports, want) || obs.restored != 2500 {
 		t.Errorf("progress reports %v, restored %d; want %v and 2500", obs.reports, obs.restored, want)
+	}
+}
+
+// gatedChangelog restores n upserts once its gate is closed, or fails with err; it counts the restores reading at
+// once.
+type gatedChangelog struct {
+	n       int
+	gate    chan struct{}
+	err     error
+	mu      sync.Mutex
+	reading int
+	most    int
+	calls   int
+}
+
+func (g *gatedChangelog) Restore(ctx context.Context, topic string, p int32, apply func(key, value []byte) error) (int, error) {
+	g.mu.Lock()
+	g.calls++
+	g.reading++
+	g.most = max(g.most, g.reading)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.reading--
+		g.mu.Unlock()
+	}()
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if g.err != nil {
+		return 0, g.err
+	}
+	return changelogOf(g.n).Restore(ctx, topic, p, apply)
+}
+
+func (g *gatedChangelog) readingNow() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.reading
+}
+
+func newGatedStage(t *testing.T, restorer Restorer) *Stage {
+	t.Helper()
+	spec, err := ParseIdentitySpec("key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Stage{Identity: spec, Store: Config{Window: time.Hour, MaxEntries: 10_000},
+		ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: restorer}
+}
+
+// waitReady asks Ready until it answers true, as the loop does at each batch.
+func waitReady(t *testing.T, s *Stage, tp stream.TopicPartition) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, err := s.Ready(context.Background(), tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not restored within 10 s", tp)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A partition's restore runs in the background: Ready answers at once, false until the changelog is read, and the
+// restored store then judges the partition's records.
+func TestReadyRestoresInTheBackground(t *testing.T) {
+	g := &gatedChangelog{n: 10, gate: make(chan struct{})}
+	s := newGatedStage(t, g)
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	for range 3 {
+		if ok, err := s.Ready(context.Background(), tp); ok || err != nil {
+			t.Fatalf("Ready = %v, %v while the changelog is being read; want false, nil", ok, err)
+		}
+	}
+	close(g.gate)
+	waitReady(t, s, tp)
+	if g.calls != 1 {
+		t.Errorf("%d restores, want 1: asking again must not start another", g.calls)
+	}
+	// id-3 is in the changelog: a duplicate; id-10 is not.
+	in := []stream.Record{{Topic: "in", Key: []byte("id-3"), Timestamp: time.Now()}, {Topic: "in", Key: []byte("id-10"), Timestamp: time.Now()}}
+	kept, _, _, err := s.Filter(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 1 || string(kept[0].Key) != "id-10" {
+		t.Errorf("kept %d records, want only id-10: the restored store must judge them", len(kept))
+	}
+}
+
+// Forget stops a running restore: a partition that moved away must not keep a client reading its changelog, and
+// if it comes back it is read again from the start.
+func TestForgetStopsARunningRestore(t *testing.T) {
+	g := &gatedChangelog{n: 10, gate: make(chan struct{})}
+	s := newGatedStage(t, g)
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	if ok, _ := s.Ready(context.Background(), tp); ok {
+		t.Fatal("ready before its restore")
+	}
+	for deadline := time.Now().Add(10 * time.Second); g.readingNow() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the restore did not start reading within 10 s")
+		}
+	}
+	r := s.restoring[tp]
+	s.Forget([]stream.TopicPartition{tp})
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restore still runs 10 s after Forget")
+	}
+	if r.err == nil {
+		t.Error("a forgotten restore ended without error")
+	}
+	close(g.gate)
+	waitReady(t, s, tp)
+	if g.calls != 2 {
+		t.Errorf("%d restores, want 2: the partition came back and is read again", g.calls)
+	}
+}
+
+// A failed restore is reported once and begins again at the next call.
+func TestAFailedRestoreIsReportedAndStartedAgain(t *testing.T) {
+	g := &gatedChangelog{gate: make(chan struct{}), err: errors.New("broker down")}
+	close(g.gate)
+	s := newGatedStage(t, g)
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for err == nil && time.Now().Before(deadline) {
+		_, err = s.Ready(context.Background(), tp)
+		time.Sleep(time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "broker down") || !strings.Contains(err.Error(), "in-changelog[0]") {
+		t.Fatalf("Ready error %v, want the restore's, naming the changelog partition", err)
+	}
+	g.err = nil // safe: no restore is running after it reported
+	waitReady(t, s, tp)
+	if g.calls != 2 {
+		t.Errorf("%d restores, want 2", g.calls)
+	}
+}
+
+// Filter waits for a partition's restore that Ready started, rather than judging records against an empty store.
+func TestFilterWaitsForARunningRestore(t *testing.T) {
+	g := &gatedChangelog{n: 10, gate: make(chan struct{})}
+	s := newGatedStage(t, g)
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	if ok, _ := s.Ready(context.Background(), tp); ok {
+		t.Fatal("ready before its restore")
+	}
+	time.AfterFunc(10*time.Millisecond, func() { close(g.gate) })
+	kept, _, _, err := s.Filter(context.Background(), []stream.Record{{Topic: "in", Key: []byte("id-3"), Timestamp: time.Now()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 0 {
+		t.Error("id-3 kept: the filter judged it before the restore finished")
+	}
+	if g.calls != 1 {
+		t.Errorf("%d restores, want 1", g.calls)
+	}
+}
+
+// Restores read at most concurrentRestores at a time: each has a client of its own.
+func TestRestoresReadAFewAtATime(t *testing.T) {
+	g := &gatedChangelog{n: 10, gate: make(chan struct{})}
+	s := newGatedStage(t, g)
+	const partitions = 3 * concurrentRestores
+	for p := range partitions {
+		s.Ready(context.Background(), stream.TopicPartition{Topic: "in", Partition: int32(p)})
+	}
+	close(g.gate)
+	for p := range partitions {
+		waitReady(t, s, stream.TopicPartition{Topic: "in", Partition: int32(p)})
+	}
+	if g.calls != partitions || g.most > concurrentRestores {
+		t.Errorf("%d restores, at most %d at once; want %d, at most %d", g.calls, g.most, partitions, concurrentRestores)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/eosproc/eosproc/dedupe"
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
+	"github.com/eosproc/eosproc/testcontainers"
 )
 
 // dedupeInput writes the identities [first, first+n) of a phase, each once, plus dups duplicates of identities
@@ -162,3 +163,93 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 }
 
 func first(s []string, n int) []string { return s[:min(n, len(s))] }
+
+// TestDedupeRestoreHoldsOnlyItsPartition: one changelog partition holds 2,000,000 updates, so restoring it takes
+// many seconds; the other partitions' batches go on meanwhile (their inputs are committed while it still
+// restores), and once restored, that partition's records are judged against its state: the identities its
+// changelog holds are dropped, the rest are out exactly once.
+func TestDedupeRestoreHoldsOnlyItsPartition(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	const perPartition, updates, seen = 3_000, 2_000_000, 500
+	changelog := "e2e-dedupe-" + f.input
+	if err := f.cluster.CreateTopic(ctx, changelog, 3, 0, map[string]string{"cleanup.policy": "compact"}); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 0's changelog: updates of 100,000 other identities, then the first `seen` identities of input
+	// partition 0 (key-0, key-3, ...), as if a previous owner had processed them just now.
+	p, err := kafkatest.NewProducer(ctx, f.cluster.BootstrapServers(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := dedupe.EncodeTimestamp(time.Now())
+	const chunk = 100_000
+	for from := 0; from < updates; from += chunk {
+		msgs := make([]*kafka.Message, min(chunk, updates-from))
+		for i := range msgs {
+			key := fmt.Appendf(nil, "other-%d", (from+i)%100_000)
+			if k := from + i - (updates - seen); k >= 0 {
+				key = fmt.Appendf(nil, "key-%d", 3*k)
+			}
+			msgs[i] = &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &changelog, Partition: 0}, Key: key, Value: now}
+		}
+		if err := p.Send(ctx, msgs, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	f.produce(ctx, 3, 0, 3*perPartition, nil)
+
+	proc := f.start("r0", map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "key", "PROCESSOR_MAX_BATCH_RECORDS": "500"})
+	err = testcontainers.WaitFor(ctx, "partitions 1 and 2 committed", func(ctx context.Context) (bool, error) {
+		committed, err := kafkatest.Committed(ctx, f.cluster.BootstrapServers(), f.group, f.input)
+		return err == nil && committed[1] == perPartition && committed[2] == perPartition, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := kafkatest.Committed(ctx, f.cluster.BootstrapServers(), f.group, f.input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, err := proc.Metric(ctx, "eosproc_dedupe_restored_records_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("partitions 1 and 2 committed; partition 0 committed to %d, %.0f changelog records restored", committed[0], restored)
+	if committed[0] == perPartition {
+		t.Fatal("partition 0 committed with the others: its restore held every partition's batches")
+	}
+	f.waitCaughtUp(ctx)
+	if restored, err = proc.Metric(ctx, "eosproc_dedupe_restored_records_total"); err != nil || restored < updates {
+		t.Fatalf("%.0f changelog records restored (%v), want at least %d", restored, err, updates)
+	}
+	f.stopAll()
+
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perKey := map[string]int{}
+	for _, msgs := range out {
+		for _, m := range msgs {
+			perKey[string(m.Key)]++
+		}
+	}
+	var wrong []string
+	for i := range 3 * perPartition {
+		key := "key-" + strconv.Itoa(i)
+		want := 1
+		if i%3 == 0 && i/3 < seen {
+			want = 0 // in partition 0's changelog: a duplicate
+		}
+		if perKey[key] != want {
+			wrong = append(wrong, fmt.Sprintf("%s x%d (want %d)", key, perKey[key], want))
+		}
+	}
+	if len(wrong) > 0 || len(perKey) != 3*perPartition-seen {
+		t.Fatalf("%d identities out, want %d; wrong: %d, first %v", len(perKey), 3*perPartition-seen, len(wrong), wrong[:min(len(wrong), 10)])
+	}
+}

@@ -93,7 +93,9 @@ type Deduplicator interface {
 	Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []dedupe.Rejected, changelog []stream.Record, err error)
 	Committed()
 	Aborted()
-	// Forget drops the state of partitions this member lost.
+	// Ready reports whether a partition's state is restored; if not, it starts restoring it in the background.
+	Ready(ctx context.Context, tp stream.TopicPartition) (bool, error)
+	// Forget drops the state of partitions this member lost, and stops their restores.
 	Forget(partitions []stream.TopicPartition)
 }
 

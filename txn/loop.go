@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -237,7 +238,7 @@ func (l *Loop) defaults() {
 func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 	lags := l.Consumer.Lags()
 	l.Metrics.observeAssignment(lags)
-	budgets := l.Budgeter.Budgets(lags, l.interval)
+	budgets := l.Budgeter.Budgets(l.restored(ctx, lags), l.interval)
 	if l.Serial {
 		l.awaitInFlight()
 	}
@@ -257,6 +258,38 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 	}
 	l.beat()
 	return b, nil
+}
+
+// restored returns lags without the partitions whose de-duplication state is not restored yet, and starts their
+// restores. Left without a budget, their records wait in the consumer (carried, the partitions paused) while the
+// other partitions' batches go on, instead of the whole loop waiting inside a batch for a restore that can take
+// minutes. A restore begins once the partition's position, hence its lag, is known: by then its committed offset
+// has been read as stable, so the previous owner's transactions are settled.
+func (l *Loop) restored(ctx context.Context, lags map[stream.TopicPartition]int64) map[stream.TopicPartition]int64 {
+	if l.Dedupe == nil {
+		return lags
+	}
+	var ready map[stream.TopicPartition]int64
+	for tp, lag := range lags {
+		ok := false
+		if lag >= 0 {
+			var err error
+			if ok, err = l.Dedupe.Ready(ctx, tp); err != nil {
+				l.Logger.Warn("de-duplication state not restored; restoring it again", "partition", tp.String(), "error", err)
+			}
+		}
+		if ok {
+			continue
+		}
+		if ready == nil {
+			ready = maps.Clone(lags)
+		}
+		delete(ready, tp)
+	}
+	if ready == nil {
+		return lags
+	}
+	return ready
 }
 
 // land waits for the transaction in flight, if any, and accounts for it: on commit the de-duplication store,

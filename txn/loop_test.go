@@ -45,6 +45,10 @@ type fakeConsumer struct {
 	assembling func(n int)
 	assembles  int
 	revoked    []stream.TopicPartition // since the last TakeRevoked
+	// budgets are those of every Assemble; with withinBudgets, a batch holding records of a partition without a
+	// budget is held back, as the real consumer carries them, until one is given.
+	budgets       []map[stream.TopicPartition]int64
+	withinBudgets bool
 }
 
 func (c *fakeConsumer) Assigned() []stream.TopicPartition {
@@ -67,8 +71,9 @@ func (c *fakeConsumer) settled() int {
 
 func (c *fakeConsumer) Batching() (time.Duration, int) { return time.Second, 1000 }
 
-func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64) ([]stream.Record, error) {
+func (c *fakeConsumer) Assemble(_ context.Context, budgets map[stream.TopicPartition]int64) ([]stream.Record, error) {
 	c.assembles++
+	c.budgets = append(c.budgets, budgets)
 	if c.assembling != nil {
 		c.assembling(c.assembles)
 	}
@@ -77,6 +82,13 @@ func (c *fakeConsumer) Assemble(context.Context, map[stream.TopicPartition]int64
 			c.stop()
 		}
 		return nil, nil
+	}
+	if c.withinBudgets {
+		for _, r := range c.batches[c.next] {
+			if budgets[r.TopicPartition()] <= 0 {
+				return nil, nil
+			}
+		}
 	}
 	c.next++
 	if len(c.batches[c.next-1]) > 0 {
@@ -564,6 +576,63 @@ func TestDuplicatesAreDroppedAndTheirStateRollsBackWithTheTransaction(t *testing
 		if r.Topic != "in-changelog" || r.Partition != 0 || len(r.Value) != 8 {
 			t.Errorf("changelog record %+v: want topic in-changelog, partition 0 and an 8-byte timestamp", r)
 		}
+	}
+}
+
+// gatedRestore restores nothing, once its gate is closed.
+type gatedRestore struct{ gate chan struct{} }
+
+func (g gatedRestore) Restore(ctx context.Context, _ string, _ int32, _ func(key, value []byte) error) (int, error) {
+	select {
+	case <-g.gate:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// TestARestoringPartitionIsHeldWhileTheOthersGoOn: a partition whose de-duplication state is still being read from
+// its changelog gets no budget, so its records wait in the consumer while the loop goes on polling (and the other
+// partitions committing), instead of one batch waiting inside the filter for a restore that can take minutes.
+// Once restored, the partition gets its budget and its records their transaction.
+func TestARestoringPartitionIsHeldWhileTheOthersGoOn(t *testing.T) {
+	// Bounded: a loop that waited for the restore inside the batch would never poll the third time.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gate := make(chan struct{})
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4), rec(0, 5)}}, stop: cancel, withinBudgets: true}
+	c.assembling = func(n int) {
+		if n == 3 {
+			close(gate) // the loop polled twice meanwhile
+		}
+	}
+	p := &fakeProducer{}
+	c.producer = p
+	stage := &dedupe.Stage{ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: gatedRestore{gate}}
+	l := &Loop{Consumer: c, Producer: p, Dedupe: stage, OutputTopic: "out", DeadLetterTopic: "dlq",
+		ShutdownTimeout: time.Second}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		t.Fatal("the loop did not finish within 10 s")
+	}
+	for i, b := range c.budgets[:2] {
+		if n, ok := b[p0]; ok {
+			t.Errorf("Assemble %d: budget %d for %s while its state is restored; want none", i+1, n, p0)
+		}
+	}
+	if !slices.ContainsFunc(c.budgets, func(b map[stream.TopicPartition]int64) bool { return b[p0] > 0 }) {
+		t.Errorf("%s never got a budget after its restore (budgets %v)", p0, c.budgets)
+	}
+	// The partition whose position is not known yet (lag -1) gets none either: its restore waits for it.
+	for i, b := range c.budgets {
+		if _, ok := b[stream.TopicPartition{Topic: "in", Partition: 1}]; ok {
+			t.Errorf("Assemble %d: a budget for in/1, whose position is unknown", i+1)
+		}
+	}
+	if !slices.Equal(p.calls, []string{"init", "begin", "produce", "produce", "produce_changelog", "produce_changelog", "send_offsets", "commit"}) {
+		t.Errorf("calls %v: want one transaction with both records", p.calls)
 	}
 }
 
