@@ -46,7 +46,7 @@ type Config struct {
 	StaticMembership bool `env:"STATIC_MEMBERSHIP" envDefault:"false" help:"Join the group as a static member (group.instance.id = INSTANCE_ID), so a replica restarted within the session timeout gets its partitions back without a rebalance (KIP-345). Off by default: with librdkafka 2.11, after a group coordinator moves, a static member can be fenced by its own rejoin (librdkafka issue 3437; exit 1, the restart recovers), and a static member replaced while it owed a cooperative revocation left that partition unassigned for minutes in our fault tests. false: a rebalance per restart instead."`
 
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
-	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"20000" help:"Most input records in one batch (one transaction). Each transaction costs a few round trips to the coordinators, so larger batches drain a backlog faster; librdkafka's prefetch is sized from it."`
+	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"20000" help:"Most input records in one batch (one transaction), at most 1000000. Each transaction costs a few round trips to the coordinators, so larger batches drain a backlog faster; librdkafka's prefetch is sized from it."`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`
 	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error, the stage that failed and the source position in headers. Must not be an input topic."`
 	ErrorsTolerance    string        `env:"ERRORS_TOLERANCE" envDefault:"all" help:"all: a record the transform fails on goes to the dead-letter topic and the pipeline goes on. none: it stops the processor (exit 1, the record named) without committing its batch, for pipelines where a bad record must stop the line. Kafka Connect: errors.tolerance."`
@@ -259,6 +259,9 @@ func parseProblems(err error, vars map[string]string, unparsed map[string]bool) 
 			what = "not a duration (e.g. 500ms, 2s, 1m)"
 		case reflect.TypeFor[int]():
 			what = "not a whole number (e.g. 10000)"
+			if errors.Is(pe.Err, strconv.ErrRange) {
+				what = fmt.Sprintf("out of range: a whole number up to %d", math.MaxInt32)
+			}
 		case reflect.TypeFor[float64]():
 			what = "not a number (e.g. 5000)"
 		case reflect.TypeFor[bool]():
@@ -397,6 +400,9 @@ func (c *Config) validateAddresses(bad problemFunc) {
 	}
 }
 
+// maxBatchRecords bounds PROCESSOR_MAX_BATCH_RECORDS.
+const maxBatchRecords = 1_000_000
+
 // validateNumbers checks sizes, durations and rates, alone and against each other.
 func (c *Config) validateNumbers(bad problemFunc) {
 	if c.DedupeWindow <= 0 {
@@ -407,6 +413,12 @@ func (c *Config) validateNumbers(bad problemFunc) {
 	}
 	if c.MaxBatchRecords <= 0 {
 		bad("MAX_BATCH_RECORDS", "%d: must be at least 1", c.MaxBatchRecords)
+	}
+	if c.MaxBatchRecords > maxBatchRecords {
+		// Beyond it the consumer's prefetch, sized from the batch, leaves librdkafka's range, and a batch's records
+		// stay in memory until its transaction commits.
+		bad("MAX_BATCH_RECORDS", "%d: at most %d (one batch is one transaction, its records held in memory until it commits)",
+			c.MaxBatchRecords, maxBatchRecords)
 	}
 	for key, d := range map[string]time.Duration{"BATCH_INTERVAL": c.BatchInterval, "TRANSACTION_TIMEOUT": c.TransactionTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout} {
 		if d <= 0 {

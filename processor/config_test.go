@@ -113,7 +113,9 @@ func TestBadConfigNamesTheVariable(t *testing.T) {
 		{"app id naming invalid topics", []string{"PROCESSOR_APP_ID=my/app#1"}, `PROCESSOR_APP_ID: "my/app#1": it names topics`},
 		{"regular-expression input", []string{"PROCESSOR_INPUT_TOPICS=^orders.*", "PROCESSOR_OUTPUT_TOPIC=orders-out"}, `PROCESSOR_INPUT_TOPICS: "^orders.*": regular-expression subscriptions are not supported`},
 		{"route topic invalid", []string{"PROCESSOR_ROUTE_TOPICS=a b"}, `PROCESSOR_ROUTE_TOPICS: "a b"`},
-		{"batch size beyond a whole number", []string{"PROCESSOR_MAX_BATCH_RECORDS=1000000000000000000000"}, `PROCESSOR_MAX_BATCH_RECORDS="1000000000000000000000": not a whole number`},
+		{"batch size beyond a whole number", []string{"PROCESSOR_MAX_BATCH_RECORDS=1000000000000"}, `PROCESSOR_MAX_BATCH_RECORDS="1000000000000": out of range: a whole number up to 2147483647`},
+		// Accepted as a number, but the consumer's prefetch sized from it would leave librdkafka's range (exit 1).
+		{"batch size beyond the cap", []string{"PROCESSOR_MAX_BATCH_RECORDS=2000000000"}, `PROCESSOR_MAX_BATCH_RECORDS: 2000000000: at most 1000000`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
