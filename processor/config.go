@@ -613,6 +613,10 @@ func (c Config) LogValue() map[string]any {
 		if s, ok := v.(Secret); ok {
 			v = s.String()
 		}
+		if f.key == "SASL_USERNAME" && v != "" {
+			// sasl.username is on librdkafka's list of properties it redacts, so it is on ours (rdkafka.IsSecret).
+			v = redacted
+		}
 		if d, ok := v.(time.Duration); ok {
 			v = d.String()
 		}

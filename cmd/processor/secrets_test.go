@@ -32,19 +32,20 @@ func TestNoOutputShowsASecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := map[string]string{ // variable: value, each value holding a marker
-		"PROCESSOR_SASL_PASSWORD":       "marker-sasl-password",
-		"PROCESSOR_TLS_KEY_PASSWORD":    "marker-tls-key-password",
-		"PROCESSOR_KAFKA_PROPERTIES":    "sasl.oauthbearer.client.secret=marker-oauth-secret;debug=all",
-		"PROCESSOR_PRODUCER_PROPERTIES": "ssl.key.pem=marker-key-pem",
-		"PROCESSOR_CONSUMER_PROPERTIES": "sasl.oauthbearer.config=principal=p marker-oauth-config",
+		"PROCESSOR_SASL_PASSWORD":         "marker-sasl-password",
+		"PROCESSOR_TLS_KEY_PASSWORD_FILE": writeFile(t, dir, "tls-key-password", "marker-tls-key-password\n"),
+		"PROCESSOR_SASL_USERNAME":         "marker-sasl-username", // librdkafka redacts it too
+		"PROCESSOR_KAFKA_PROPERTIES":      "sasl.oauthbearer.client.secret=marker-oauth-secret;debug=all",
+		"PROCESSOR_PRODUCER_PROPERTIES":   "ssl.key.pem=marker-key-pem",
+		"PROCESSOR_CONSUMER_PROPERTIES":   "sasl.oauthbearer.config=principal=p marker-oauth-config",
 	}
-	markers := []string{"marker-sasl-password", "marker-tls-key-password", "marker-oauth-secret", "marker-key-pem", "marker-oauth-config"}
+	markers := []string{"marker-sasl-password", "marker-tls-key-password", "marker-sasl-username", "marker-oauth-secret", "marker-key-pem", "marker-oauth-config"}
 	pprofAddr := freeAddr(t)
 	env := map[string]string{
 		"PROCESSOR_BROKERS":      freeAddr(t), // nothing listens: the clients retry for ever, logging as they go
 		"PROCESSOR_INPUT_TOPICS": "in", "PROCESSOR_OUTPUT_TOPIC": "out",
-		"PROCESSOR_SECURITY_PROTOCOL": "sasl_plaintext", "PROCESSOR_SASL_USERNAME": "alice",
-		"PROCESSOR_LOG_LEVEL": "debug", "PROCESSOR_PPROF_ADDR": pprofAddr, "GOTRACEBACK": "all",
+		"PROCESSOR_SECURITY_PROTOCOL": "sasl_plaintext",
+		"PROCESSOR_LOG_LEVEL":         "debug", "PROCESSOR_PPROF_ADDR": pprofAddr, "GOTRACEBACK": "all",
 	}
 	maps.Copy(env, secrets)
 	in, err := procrun.Start(bin, "secrets", filepath.Join(dir, "processor.log"), env)
@@ -136,4 +137,14 @@ func get(ctx context.Context, t *testing.T, url string) string {
 		}
 		time.Sleep(50 * time.Millisecond) // the listener comes up with the process
 	}
+}
+
+// writeFile writes content to dir/name and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
