@@ -69,6 +69,32 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// The probes answer while the clients are created (which can take a minute with de-duplication's topics):
+// alive and not ready, then as the loop and the consumer say.
+func TestProbesAnswerBeforeTheLoopExists(t *testing.T) {
+	probes := &lateProbes{}
+	h := handler(nil, probes, probes, time.Minute)
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("starting: /healthz %d, want 200", code)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("starting: /readyz %d %q, want 503", code, body)
+	}
+	probes.member.Store(fakeMember(true))
+	probes.loop.Store(fakeLoop{last: time.Now().Add(-2 * time.Minute), initialized: true})
+	if code, _ := get("/readyz"); code != http.StatusOK {
+		t.Errorf("loop initialized, member joined: /readyz %d, want 200", code)
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("loop stuck for 2m: /healthz %d, want 503 once the loop answers", code)
+	}
+}
+
 func TestPprofIsServedOnItsOwnListener(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

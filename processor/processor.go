@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -82,6 +83,15 @@ func (p *Processor) Run(ctx context.Context) error {
 		defer servePprof(pln, log)()
 	}
 
+	// The probes answer from the start: creating the clients and the de-duplication topics can take a minute.
+	probes := &lateProbes{}
+	if ln != nil {
+		// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop
+		// stuck.
+		stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
+		defer serveHTTP(ln, handler(gather, probes, probes, stale), log)()
+	}
+
 	// The run ends early, with the cause as its error, when a client fails for good or a login keeps failing.
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
@@ -91,6 +101,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.close(log)
+	probes.member.Store(c.consumer)
 
 	registerProcessMetrics(reg, func() float64 { return float64(c.consumer.OffsetResets()) })
 	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
@@ -98,13 +109,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	loop := newLoop(cfg, c, transform, dedupeStage, reg, log)
-
-	if ln != nil {
-		// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop
-		// stuck.
-		stale := 2*cfg.TransactionTimeout + 2*cfg.BatchInterval
-		defer serveHTTP(ln, handler(gather, restoringLoop{loop, restores}, c.consumer, stale), log)()
-	}
+	probes.loop.Store(restoringLoop{loop, restores})
 
 	transactionalID := cfg.transactionalID()
 	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
@@ -362,6 +367,30 @@ type loopProgress interface {
 // groupMember is what the readiness probe asks of the consumer.
 type groupMember interface {
 	Joined() bool
+}
+
+// lateProbes answer the probes before the loop and the consumer exist: alive (each start-up step has a timeout of
+// its own), not ready; then as they do.
+type lateProbes struct {
+	loop   atomic.Value // loopProgress, once the loop exists
+	member atomic.Value // groupMember, once the consumer exists
+}
+
+func (l *lateProbes) LastIteration() time.Time {
+	if lp, ok := l.loop.Load().(loopProgress); ok {
+		return lp.LastIteration()
+	}
+	return time.Now()
+}
+
+func (l *lateProbes) Initialized() bool {
+	lp, ok := l.loop.Load().(loopProgress)
+	return ok && lp.Initialized()
+}
+
+func (l *lateProbes) Joined() bool {
+	m, ok := l.member.Load().(groupMember)
+	return ok && m.Joined()
 }
 
 // handler serves /metrics from metrics (when not nil), /healthz (the loop went round within stale) and /readyz.
