@@ -24,8 +24,10 @@ const (
 // Main is the main function of a processor binary with transform (nil: the configured stages, or a copy): it reads
 // PROCESSOR_* variables (`-h` lists them, `--version` prints the build), logs JSON on stderr, runs until SIGTERM
 // or SIGINT, and exits with ExitOK after a clean shutdown, ExitRuntime on a runtime error, ExitConfig on invalid
-// configuration. A second signal during the shutdown exits at once.
+// configuration. A second signal during the shutdown exits at once. In a container with a memory limit and
+// without GOMEMLIMIT, the Go heap's soft limit is set to 3/4 of the container's limit.
 func Main(transform stream.Transform) {
+	limitHeapToContainer()
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)

@@ -112,7 +112,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	probes.loop.Store(restoringLoop{loop, restores})
 
 	transactionalID := cfg.transactionalID()
-	log.Info("processor starting", "transactional_id", transactionalID, "config", cfg.LogValue())
+	log.Info("processor starting", "transactional_id", transactionalID, "go_memory_limit", goMemoryLimit(), "config", cfg.LogValue())
 	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
 	// instead of being retried forever; see authWatch.
 	connected := func() bool {
