@@ -169,7 +169,11 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.send(work, settle, next)
 		}
 	}
-	// Shutting down: the batch in flight commits (or, past the shutdown timeout, aborts) before Run returns.
+	return l.shutDown(ctx, work, aborts)
+}
+
+// shutDown lets the batch in flight commit (or, past the shutdown timeout, abort) before Run returns.
+func (l *Loop) shutDown(ctx, work context.Context, aborts int) error {
 	if _, settled := l.land(); settled != nil {
 		ab := asAbortable(settled)
 		if ab == nil {

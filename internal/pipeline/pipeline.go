@@ -252,20 +252,9 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 		}
 		e.Key = string(out.Key)
 	}
-	var set map[string]any
-	if p.headers != nil {
-		v, err := machine.Run(p.headers, e)
-		if err != nil {
-			return nil, runError(StageHeadersSet, err)
-		}
-		m, ok := v.(map[string]any)
-		if !ok && v != nil {
-			return nil, badResult(StageHeadersSet, fmt.Errorf("%s: yields %s; want a map of header name to value, e.g. {\"region\": value.region}", StageHeadersSet, typeName(v)))
-		}
-		if _, ok := m[stream.SourceHeader]; ok {
-			return nil, badResult(StageHeadersSet, fmt.Errorf("%s: header %q cannot be set: it ties each output to its input", StageHeadersSet, stream.SourceHeader))
-		}
-		set = m
+	set, err := p.headersToSet(machine, e)
+	if err != nil {
+		return nil, err
 	}
 	headers, err := p.outputHeaders(in, set)
 	if err != nil {
@@ -287,6 +276,25 @@ func (p *Pipeline) Transform(_ context.Context, in stream.Record) ([]stream.Reco
 		out.Topic = topic
 	}
 	return []stream.Record{out}, nil
+}
+
+// headersToSet runs the headers stage, if any: the headers it sets, by name.
+func (p *Pipeline) headersToSet(machine *vm.VM, e *env) (map[string]any, error) {
+	if p.headers == nil {
+		return nil, nil
+	}
+	v, err := machine.Run(p.headers, e)
+	if err != nil {
+		return nil, runError(StageHeadersSet, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok && v != nil {
+		return nil, badResult(StageHeadersSet, fmt.Errorf("%s: yields %s; want a map of header name to value, e.g. {\"region\": value.region}", StageHeadersSet, typeName(v)))
+	}
+	if _, ok := m[stream.SourceHeader]; ok {
+		return nil, badResult(StageHeadersSet, fmt.Errorf("%s: header %q cannot be set: it ties each output to its input", StageHeadersSet, stream.SourceHeader))
+	}
+	return m, nil
 }
 
 // outputHeaders keeps the input's headers less the dropped and the replaced ones, adds the set ones in name
