@@ -103,18 +103,7 @@ func TestDedupeKeepsOneRecordPerIdentityThroughKillsAndMoves(t *testing.T) {
 	}
 	f.stopAll()
 
-	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
-	if err != nil {
-		t.Fatal(err)
-	}
-	perKey := map[string]int{}
-	total := 0
-	for _, msgs := range out {
-		for _, m := range msgs {
-			perKey[string(m.Key)]++
-			total++
-		}
-	}
+	perKey, total := f.outputPerKey(ctx)
 	var missing, repeated []string
 	for i := range 2 * perPhase {
 		key := "key-" + strconv.Itoa(i)
@@ -228,16 +217,7 @@ func TestDedupeRestoreHoldsOnlyItsPartition(t *testing.T) {
 	}
 	f.stopAll()
 
-	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
-	if err != nil {
-		t.Fatal(err)
-	}
-	perKey := map[string]int{}
-	for _, msgs := range out {
-		for _, m := range msgs {
-			perKey[string(m.Key)]++
-		}
-	}
+	perKey, _ := f.outputPerKey(ctx)
 	var wrong []string
 	for i := range 3 * perPartition {
 		key := "key-" + strconv.Itoa(i)
@@ -252,4 +232,21 @@ func TestDedupeRestoreHoldsOnlyItsPartition(t *testing.T) {
 	if len(wrong) > 0 || len(perKey) != 3*perPartition-seen {
 		t.Fatalf("%d identities out, want %d; wrong: %d, first %v", len(perKey), 3*perPartition-seen, len(wrong), wrong[:min(len(wrong), 10)])
 	}
+}
+
+// outputPerKey reads the output with read_committed: how many records each key has, and the records in all.
+func (f *fixture) outputPerKey(ctx context.Context) (map[string]int, int) {
+	f.t.Helper()
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	perKey, total := map[string]int{}, 0
+	for _, msgs := range out {
+		for _, m := range msgs {
+			perKey[string(m.Key)]++
+			total++
+		}
+	}
+	return perKey, total
 }
