@@ -9,7 +9,7 @@ export TESTCONTAINERS_HOST_OVERRIDE := localhost
 KAFKA_IMAGE_FILE := .cache/kafka-image
 WITH_KAFKA_IMAGE = KAFKA_IMAGE="$$(cat $(KAFKA_IMAGE_FILE))"
 
-.PHONY: help setup build build-static image docs test test-unit test-e2e demo demo-short lint dedupe-restore chaos stress bench compat
+.PHONY: help setup build build-static image docs test test-unit test-e2e demo demo-short lint dedupe-restore chaos stress bench compat soak soak-quick
 
 help:
 	@echo "make demo   run the processor end to end on a real Kafka (sets up everything first)"
@@ -98,3 +98,15 @@ compat: setup
 chaos: setup
 	$(WITH_KAFKA_IMAGE) CHAOS_RECORDS=100000 CHAOS_REPORT=$(CURDIR)/docs/chaos.md \
 	  go test -count=1 -timeout 80m -v -run TestChaosMatrix ./e2e/
+
+# A soak under a random fault every 30 s: 3 brokers, 3 supervised replicas, a generator at half the replicas'
+# fault-free rate, checks every 5 minutes (SOAK_DURATION, default 1h). The report goes to docs/soak.md;
+# `make soak-quick` runs 10 minutes and writes docs/soak-quick.md.
+SOAK_DURATION ?= 1h
+SOAK_REPORT ?= $(CURDIR)/docs/soak.md
+soak: setup
+	$(WITH_KAFKA_IMAGE) SOAK_DURATION=$(SOAK_DURATION) SOAK_REPORT=$(SOAK_REPORT) \
+	  go test -tags soak -count=1 -timeout 4h -v -run TestSoak ./e2e/
+
+soak-quick:
+	$(MAKE) soak SOAK_DURATION=10m SOAK_REPORT=$(CURDIR)/docs/soak-quick.md

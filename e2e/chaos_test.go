@@ -259,7 +259,16 @@ type supervised struct {
 	expected syscall.Signal // the signal the test sent to end the current instance, 0 if none
 	stopping bool
 	exits    int // exits nobody caused
-	done     chan struct{}
+	// exitNotes explain each of them: when, the exit code and the instance's last log line.
+	exitNotes []string
+	done      chan struct{}
+}
+
+// noteExit records an exit nobody caused.
+func (s *supervised) noteExit(in *procrun.Instance, why string) {
+	s.exits++
+	s.exitNotes = append(s.exitNotes, fmt.Sprintf("%s, %s: %s, exit %d; last line: `%s`", time.Now().UTC().Format(time.TimeOnly),
+		s.name, why, in.ExitCode(), strings.TrimSpace(testcontainers.LastLines(in.Log(), 1))))
 }
 
 // supervise starts the instance with first and restarts it with env.
@@ -284,10 +293,10 @@ func (s *supervised) loop() {
 		}
 		switch {
 		case s.expected == 0:
-			s.exits++
+			s.noteExit(cur, "exited on its own")
 			s.f.t.Logf("%s exited on its own with code %d; restarting it", s.name, cur.ExitCode())
 		case s.expected == syscall.SIGTERM && cur.ExitCode() != 0:
-			s.exits++
+			s.noteExit(cur, "exited after SIGTERM, not with 0")
 			s.f.t.Logf("%s exited %d after SIGTERM, not 0; restarting it", s.name, cur.ExitCode())
 		}
 		s.expected = 0
@@ -333,7 +342,7 @@ func (s *supervised) stop(t *testing.T) int {
 	<-s.done
 	if err == nil && code != 0 {
 		t.Logf("%s exited %d at the end instead of 0: %s", s.name, code, testcontainers.LastLines(cur.Log(), 1))
-		s.exits++
+		s.noteExit(cur, "exited at the final SIGTERM, not with 0")
 	}
 	return s.exits
 }

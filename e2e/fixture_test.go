@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,7 @@ type fixtureOptions struct {
 	inputPartitions  int
 	outputPartitions int
 	outputConfig     map[string]string      // the output topic's configuration, e.g. max.message.bytes
+	topicConfig      map[string]string      // every topic's (input, output, dead letters), e.g. retention.ms
 	kafka            testcontainers.Options // extra cluster options (listeners, files, broker config); brokers wins
 }
 
@@ -93,9 +95,12 @@ func fixtureOn(t *testing.T, cluster *testcontainers.Cluster, name string, opts 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for topic, partitions := range map[string]int{f.input: opts.inputPartitions, f.output: opts.outputPartitions, f.dlq: 1} {
-		var configs map[string]string
-		if topic == f.output {
-			configs = opts.outputConfig
+		configs := maps.Clone(opts.topicConfig)
+		if topic == f.output && opts.outputConfig != nil {
+			if configs == nil {
+				configs = map[string]string{}
+			}
+			maps.Copy(configs, opts.outputConfig)
 		}
 		if err := cluster.CreateTopic(ctx, topic, partitions, 0, configs); err != nil {
 			t.Fatal(err)
