@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eosproc/eosproc/consume"
+	"github.com/eosproc/eosproc/internal/librdkafka"
 	"github.com/eosproc/eosproc/internal/pipeline"
 	"github.com/eosproc/eosproc/produce"
 	"github.com/eosproc/eosproc/stream"
@@ -97,6 +99,10 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer failRun(nil)
 	watch := &authWatch{}
 	c, err := newClients(runCtx, cfg, log, watch, newClientMetrics(reg, log), failRun)
+	if refused := (*librdkafka.ConfigRefused)(nil); errors.As(err, &refused) {
+		return &ConfigError{Problems: []string{fmt.Sprintf("PROCESSOR_KAFKA_PROPERTIES, PROCESSOR_%s_PROPERTIES: librdkafka refused the %s's configuration: %s",
+			strings.ToUpper(refused.Client), refused.Client, refused.Reason)}}
+	}
 	if err != nil {
 		return err
 	}

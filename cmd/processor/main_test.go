@@ -51,6 +51,8 @@ func TestBinaryExitCodes(t *testing.T) {
 		{name: "guarantee property overridden", set: map[string]string{"PROCESSOR_CONSUMER_PROPERTIES": "isolation.level=read_uncommitted"}, code: processor.ExitConfig, want: "PROCESSOR_CONSUMER_PROPERTIES"},
 		{name: "owned producer property", set: map[string]string{"PROCESSOR_PRODUCER_PROPERTIES": "linger.ms=50"}, code: processor.ExitConfig, want: "PROCESSOR_PRODUCER_PROPERTIES"},
 		{name: "unknown librdkafka property", set: map[string]string{"PROCESSOR_KAFKA_PROPERTIES": "no.such.property=1"}, code: processor.ExitConfig, want: `PROCESSOR_KAFKA_PROPERTIES: No such configuration property: "no.such.property"`},
+		// Each property is valid, together they are not: only creating the client tells (it was exit 1).
+		{name: "librdkafka properties that do not go together", set: map[string]string{"PROCESSOR_CONSUMER_PROPERTIES": "fetch.max.bytes=1000"}, code: processor.ExitConfig, want: "PROCESSOR_CONSUMER_PROPERTIES: librdkafka refused the consumer's configuration: `fetch.max.bytes` must be >= `message.max.bytes`"},
 		{name: "librdkafka value out of range", set: map[string]string{"PROCESSOR_CONSUMER_PROPERTIES": "fetch.max.bytes=-5"}, code: processor.ExitConfig, want: "PROCESSOR_CONSUMER_PROPERTIES"},
 		{name: "message timeout above transaction timeout", set: map[string]string{"PROCESSOR_PRODUCER_PROPERTIES": "message.timeout.ms=120000"}, code: processor.ExitConfig, want: "PROCESSOR_PRODUCER_PROPERTIES"},
 		{name: "transaction timeout beyond the consumer's limit", set: map[string]string{"PROCESSOR_TRANSACTION_TIMEOUT": "13h"}, code: processor.ExitConfig, want: "PROCESSOR_TRANSACTION_TIMEOUT"},

@@ -164,10 +164,20 @@ func newHandle(typ C.uint, name string, props map[string]string, hooks Hooks) (*
 	if rk == nil {
 		C.eos_client_free(cl)
 		h.Delete()
-		return nil, nil, 0, fmt.Errorf("create %s: %s", name, C.GoString(&errstr[0]))
+		return nil, nil, 0, &ConfigRefused{Client: name, Reason: C.GoString(&errstr[0])}
 	}
 	return rk, cl, h, nil
 }
+
+// ConfigRefused is the error of a client librdkafka would not create: a configuration whose properties are each
+// valid but do not go together (e.g. fetch.max.bytes below message.max.bytes), which only creating the client
+// checks.
+type ConfigRefused struct {
+	Client string // "consumer" or "producer"
+	Reason string // librdkafka's
+}
+
+func (e *ConfigRefused) Error() string { return fmt.Sprintf("create %s: %s", e.Client, e.Reason) }
 
 // fatalError returns the client's fatal error, nil while it has none.
 func fatalError(rk *C.rd_kafka_t) error {
