@@ -85,8 +85,20 @@ func (p *Processor) Run(ctx context.Context) error {
 		defer servePprof(pln, log)()
 	}
 
+	// Logged first: creating the clients can take a while (or fail), and the configuration says why.
+	transactionalID := cfg.transactionalID()
+	log.Info("processor starting", "transactional_id", transactionalID, "go_memory_limit", goMemoryLimit(), "config", cfg.LogValue())
+
 	// The probes answer from the start: creating the clients and the de-duplication topics can take a minute.
 	probes := &lateProbes{}
+	// Registered before /metrics is served, so that every scrape has the build and the process.
+	var consumer atomic.Pointer[consume.Consumer]
+	registerProcessMetrics(reg, func() float64 {
+		if c := consumer.Load(); c != nil {
+			return float64(c.OffsetResets())
+		}
+		return 0
+	})
 	if ln != nil {
 		// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop
 		// stuck.
@@ -108,8 +120,8 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer c.close(log)
 	probes.member.Store(c.consumer)
+	consumer.Store(c.consumer)
 
-	registerProcessMetrics(reg, func() float64 { return float64(c.consumer.OffsetResets()) })
 	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
 	if err != nil {
 		return err
@@ -117,8 +129,6 @@ func (p *Processor) Run(ctx context.Context) error {
 	loop := newLoop(cfg, c, transform, dedupeStage, reg, log)
 	probes.loop.Store(restoringLoop{loop, restores})
 
-	transactionalID := cfg.transactionalID()
-	log.Info("processor starting", "transactional_id", transactionalID, "go_memory_limit", goMemoryLimit(), "config", cfg.LogValue())
 	// A refused login or TLS handshake ends the run with an error saying what to check, after a bounded time,
 	// instead of being retried forever; see authWatch.
 	connected := func() bool {
