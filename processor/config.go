@@ -372,6 +372,15 @@ func (c *Config) validateTopics(bad problemFunc) {
 	} else if err := checkTopicName(c.AppID + "-dedupe-x"); err != nil {
 		bad("APP_ID", "%q: it names topics (<APP_ID>-dlq, <APP_ID>-dedupe-<input>), so it must be a valid topic name: %v", c.AppID, err)
 	}
+	if c.DedupeIdentity != "" {
+		for _, in := range c.InputTopics {
+			// Each part may be a valid name and their join too long (Kafka allows 249 characters).
+			if err := checkTopicName(changelogTopic(c.AppID, in)); err != nil && checkTopicName(in) == nil {
+				bad("APP_ID", "%q: the de-duplication changelog of input %q, %q, is not a valid topic name: %v",
+					c.AppID, in, changelogTopic(c.AppID, in), err)
+			}
+		}
+	}
 	if strings.ContainsAny(c.InstanceID, " \t") {
 		bad("INSTANCE_ID", "%q: must not contain spaces", c.InstanceID)
 	}

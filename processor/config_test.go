@@ -111,6 +111,8 @@ func TestBadConfigNamesTheVariable(t *testing.T) {
 		{"output topic with a space", []string{"PROCESSOR_OUTPUT_TOPIC=out put"}, `PROCESSOR_OUTPUT_TOPIC: "out put": ' ' is not allowed in a topic name`},
 		{"input topic too long", []string{"PROCESSOR_INPUT_TOPICS=" + strings.Repeat("t", 250)}, "249 in a topic name"},
 		{"app id naming invalid topics", []string{"PROCESSOR_APP_ID=my/app#1"}, `PROCESSOR_APP_ID: "my/app#1": it names topics`},
+		{"changelog name too long", []string{"PROCESSOR_DEDUPE_IDENTITY=key", "PROCESSOR_INPUT_TOPICS=" + strings.Repeat("t", 240)},
+			`PROCESSOR_APP_ID: "eosproc": the de-duplication changelog of input`},
 		{"regular-expression input", []string{"PROCESSOR_INPUT_TOPICS=^orders.*", "PROCESSOR_OUTPUT_TOPIC=orders-out"}, `PROCESSOR_INPUT_TOPICS: "^orders.*": regular-expression subscriptions are not supported`},
 		{"route topic invalid", []string{"PROCESSOR_ROUTE_TOPICS=a b"}, `PROCESSOR_ROUTE_TOPICS: "a b"`},
 		{"batch size beyond a whole number", []string{"PROCESSOR_MAX_BATCH_RECORDS=1000000000000"}, `PROCESSOR_MAX_BATCH_RECORDS="1000000000000": out of range: a whole number up to 2147483647`},
