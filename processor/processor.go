@@ -345,7 +345,10 @@ func explain(err error, transactionalID string, cfg Config) error {
 	if errors.As(err, &ke) {
 		switch ke.Code() {
 		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:
-			return fmt.Errorf("fenced: another instance with transactional.id %q is running (each live replica needs its own PROCESSOR_INSTANCE_ID): %w", transactionalID, err)
+			return fmt.Errorf("fenced: the transaction coordinator no longer accepts this producer of transactional.id %q. "+
+				"Either another instance with that id is running (each live replica needs its own PROCESSOR_INSTANCE_ID), "+
+				"or this transaction outlived PROCESSOR_TRANSACTION_TIMEOUT (the process was paused, or a broker failover "+
+				"took longer) and the coordinator aborted it, which a restart recovers from: %w", transactionalID, err)
 		case kafka.ErrFencedInstanceID:
 			return fmt.Errorf("fenced: the group coordinator gave group.instance.id %q of group %q to a newer member. "+
 				"Either another live replica has the same PROCESSOR_INSTANCE_ID (each needs its own), or the coordinator "+
