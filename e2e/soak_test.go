@@ -186,8 +186,6 @@ type soak struct {
 	exits    []string
 	aborted  []time.Time
 	lastHWMs []hwmSample // input high watermarks over time, for the checks' bound
-	// brokerFaultUntil: the next broker fault waits for every partition to be back in full ISR.
-	brokerFaulted bool
 }
 
 type soakEvent struct {
