@@ -16,9 +16,9 @@ type Restorer interface {
 
 // Stage is the de-duplication step of the loop: it holds one Store per assigned input partition, restores a
 // partition's store from its changelog (in the background, see Ready) before the partition's first record is
-// judged, drops duplicates, and
-// returns the changelog records the batch's transaction must carry. The loop calls Committed or Aborted after
-// every batch it filtered, and Forget for partitions it lost, whose next owner restores them.
+// judged, drops duplicates, and returns the changelog records the batch's transaction must carry. The loop calls
+// Committed or Aborted after every batch it filtered, and Forget for partitions it lost, whose next owner restores
+// them.
 //
 // The changelog of input topic T is the compacted topic ChangelogTopic(T); its partition p holds the store of T's
 // partition p. Writing it in the batch's transaction is what makes the store exactly once: a crash or an abort
