@@ -97,21 +97,24 @@ func batchDurations(logPath string) ([]time.Duration, error) {
 }
 
 // peakRSSBytes is the process's resident set high-water mark (VmHWM) from the kernel.
-func peakRSSBytes(pid int) (int64, error) {
+func peakRSSBytes(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
+
+// procStatusBytes is a size field of a process's /proc status (VmHWM, VmRSS), in bytes.
+func procStatusBytes(pid int, field string) (int64, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("peak RSS of %d: %w", pid, err)
+		return 0, fmt.Errorf("%s of %d: %w", field, pid, err)
 	}
 	for line := range strings.SplitSeq(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("peak RSS of %d: parse %q: %w", pid, line, err)
+				return 0, fmt.Errorf("%s of %d: parse %q: %w", field, pid, line, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("peak RSS of %d: no VmHWM in /proc status", pid)
+	return 0, fmt.Errorf("%s of %d: not in /proc status", field, pid)
 }
 
 // TestBackpressureKeepsUpWithAFixedRateFromAColdBroker: 100 ms batches, backpressure on (the default), records

@@ -656,16 +656,29 @@ func outputPositions(ctx context.Context, f *fixture) (map[string]bool, error) {
 }
 
 // abortsLogged counts the transactions the processors aborted, from their logs (counters restart with them).
-func abortsLogged(f *fixture) int {
-	n := 0
+func abortsLogged(f *fixture) int { return len(abortTimes(f)) }
+
+// abortTimes are the times of the transactions the processors aborted, from their logs.
+func abortTimes(f *fixture) []time.Time {
+	var at []time.Time
 	entries, _ := os.ReadDir(f.logDir)
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join(f.logDir, e.Name()))
-		if err == nil {
-			n += strings.Count(string(b), `"msg":"transaction aborted`)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, `"msg":"transaction aborted`) {
+				continue
+			}
+			if i := strings.Index(line, `"time":"`); i >= 0 {
+				if ts, err := time.Parse(time.RFC3339Nano, line[i+8:i+8+strings.IndexByte(line[i+8:], '"')]); err == nil {
+					at = append(at, ts)
+				}
+			}
 		}
 	}
-	return n
+	return at
 }
 
 func chaosTable(results []chaosResult, image string) string {

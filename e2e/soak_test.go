@@ -262,19 +262,11 @@ func (s *soak) sampleEvery(ctx context.Context, interval time.Duration) {
 
 // rssMB is a process's resident set in MB, -1 if it is not running.
 func rssMB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := procStatusBytes(pid, "VmRSS")
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err == nil {
-				return kb / 1024
-			}
-		}
-	}
-	return -1
+	return float64(b) / (1 << 20)
 }
 
 // inputHighWatermarks are the input partitions' high watermarks: the input topic is written without
@@ -654,29 +646,6 @@ func (c *outputChecker) verify(hwms map[int32]int64) checkResult {
 		}
 	}
 	return r
-}
-
-// abortTimes are the times of the transactions the processors aborted, from their logs.
-func abortTimes(f *fixture) []time.Time {
-	var at []time.Time
-	entries, _ := os.ReadDir(f.logDir)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(f.logDir, e.Name()))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if !strings.Contains(line, `"msg":"transaction aborted`) {
-				continue
-			}
-			if i := strings.Index(line, `"time":"`); i >= 0 {
-				if ts, err := time.Parse(time.RFC3339Nano, line[i+8:i+8+strings.IndexByte(line[i+8:], '"')]); err == nil {
-					at = append(at, ts)
-				}
-			}
-		}
-	}
-	return at
 }
 
 type soakReport struct {
