@@ -375,9 +375,9 @@ func (c *Config) validateTopics(bad problemFunc) {
 	if c.DedupeIdentity != "" {
 		for _, in := range c.InputTopics {
 			// Each part may be a valid name and their join too long (Kafka allows 249 characters).
-			if err := checkTopicName(changelogTopic(c.AppID, in)); err != nil && checkTopicName(in) == nil {
-				bad("APP_ID", "%q: the de-duplication changelog of input %q, %q, is not a valid topic name: %v",
-					c.AppID, in, changelogTopic(c.AppID, in), err)
+			changelog := changelogTopic(c.AppID, in)
+			if err := checkTopicName(changelog); err != nil && checkTopicName(in) == nil {
+				bad("APP_ID", "%q: the de-duplication changelog of input %q, %q, is not a valid topic name: %v", c.AppID, in, changelog, err)
 			}
 		}
 	}

@@ -69,16 +69,19 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// getFrom is what h answers to a GET of path: the status and the body.
+func getFrom(h http.Handler, path string) (int, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
 // The probes answer while the clients are created (which can take a minute with de-duplication's topics):
 // alive and not ready, then as the loop and the consumer say.
 func TestProbesAnswerBeforeTheLoopExists(t *testing.T) {
 	probes := &lateProbes{}
 	h := handler(nil, probes, probes, time.Minute)
-	get := func(path string) (int, string) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-		return rec.Code, rec.Body.String()
-	}
+	get := func(path string) (int, string) { return getFrom(h, path) }
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("starting: /healthz %d, want 200", code)
 	}
@@ -133,11 +136,7 @@ func TestHealthCountsRestoreProgress(t *testing.T) {
 	restores := newDedupeMetrics(reg)
 	loop := &txn.Loop{} // never run: its last beat is long ago
 	h := handler(reg, restoringLoop{loop, restores}, fakeMember(true), stale)
-	get := func(path string) (int, string) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-		return rec.Code, rec.Body.String()
-	}
+	get := func(path string) (int, string) { return getFrom(h, path) }
 	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("before any progress: /healthz %d, want 503", code)
 	}

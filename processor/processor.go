@@ -92,13 +92,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	// The probes answer from the start: creating the clients and the de-duplication topics can take a minute.
 	probes := &lateProbes{}
 	// Registered before /metrics is served, so that every scrape has the build and the process.
-	var consumer atomic.Pointer[consume.Consumer]
-	registerProcessMetrics(reg, func() float64 {
-		if c := consumer.Load(); c != nil {
-			return float64(c.OffsetResets())
-		}
-		return 0
-	})
+	registerProcessMetrics(reg, probes.offsetResets)
 	if ln != nil {
 		// Commit can block for a transaction timeout and InitTransactions for two; only beyond that is the loop
 		// stuck.
@@ -120,7 +114,6 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer c.close(log)
 	probes.member.Store(c.consumer)
-	consumer.Store(c.consumer)
 
 	dedupeStage, restores, err := newDedupe(ctx, cfg, reg, log)
 	if err != nil {
@@ -388,8 +381,8 @@ type groupMember interface {
 	Joined() bool
 }
 
-// lateProbes answer the probes before the loop and the consumer exist: alive (each start-up step has a timeout of
-// its own), not ready; then as they do.
+// lateProbes answer the probes (and the offset-reset gauge) before the loop and the consumer exist: alive (each
+// start-up step has a timeout of its own), not ready; then as they do.
 type lateProbes struct {
 	loop   atomic.Value // loopProgress, once the loop exists
 	member atomic.Value // groupMember, once the consumer exists
@@ -410,6 +403,14 @@ func (l *lateProbes) Initialized() bool {
 func (l *lateProbes) Joined() bool {
 	m, ok := l.member.Load().(groupMember)
 	return ok && m.Joined()
+}
+
+// offsetResets is the consumer's count of offsets reset by retention, 0 before it exists.
+func (l *lateProbes) offsetResets() float64 {
+	if c, ok := l.member.Load().(interface{ OffsetResets() uint64 }); ok {
+		return float64(c.OffsetResets())
+	}
+	return 0
 }
 
 // handler serves /metrics from metrics (when not nil), /healthz (the loop went round within stale) and /readyz.
