@@ -112,23 +112,26 @@ func newGatedStage(t *testing.T, restorer Restorer) *Stage {
 		ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: restorer}
 }
 
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+	}
+}
+
 // waitReady asks Ready until it answers true, as the loop does at each batch.
 func waitReady(t *testing.T, s *Stage, tp stream.TopicPartition) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, tp.String()+" restored", func() bool {
 		ok, err := s.Ready(context.Background(), tp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not restored within 10 s", tp)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return ok
+	})
 }
 
 // A partition's restore runs in the background: Ready answers at once, false until the changelog is read, and the
@@ -167,11 +170,7 @@ func TestForgetStopsARunningRestore(t *testing.T) {
 	if ok, _ := s.Ready(context.Background(), tp); ok {
 		t.Fatal("ready before its restore")
 	}
-	for deadline := time.Now().Add(10 * time.Second); g.readingNow() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the restore did not start reading within 10 s")
-		}
-	}
+	eventually(t, "the restore reading", func() bool { return g.readingNow() > 0 })
 	r := s.restoring[tp]
 	s.Forget([]stream.TopicPartition{tp})
 	select {
@@ -195,12 +194,11 @@ func TestAFailedRestoreIsReportedAndStartedAgain(t *testing.T) {
 	close(g.gate)
 	s := newGatedStage(t, g)
 	tp := stream.TopicPartition{Topic: "in", Partition: 0}
-	deadline := time.Now().Add(10 * time.Second)
 	var err error
-	for err == nil && time.Now().Before(deadline) {
+	eventually(t, "the restore's failure reported", func() bool {
 		_, err = s.Ready(context.Background(), tp)
-		time.Sleep(time.Millisecond)
-	}
+		return err != nil
+	})
 	if err == nil || !strings.Contains(err.Error(), "broker down") || !strings.Contains(err.Error(), "in-changelog[0]") {
 		t.Fatalf("Ready error %v, want the restore's, naming the changelog partition", err)
 	}
