@@ -117,8 +117,8 @@ func (is IdentitySpec) String() string {
 // beyond the record (Store.Seen copies what it keeps). An error wraps ErrNoIdentity or ErrMalformedJSON and says
 // what was missing, for the dead-letter reason.
 //
-// A JSON value is scanned only as far as the field, without allocating (except for a string with escapes), and
-// then to its end, so that malformed JSON anywhere in the value is an error, as if it had been decoded.
+// A JSON value is validated whole, so that malformed JSON anywhere in it is an error, as if it had been decoded;
+// then only the objects on the path are read, without allocating (except for a string with escapes).
 func (is IdentitySpec) Extract(r stream.Record) ([]byte, error) {
 	switch is.From {
 	case FromKey:
