@@ -17,7 +17,8 @@
 // confluent-kafka-go remains the source of librdkafka: the prototypes are declared in decl.h and resolve at the final
 // link against the archive it bundles (the blank import below makes sure it is linked), and TestDeclarations
 // MatchTheBundledHeader pins them to that version. Nothing outside packages consume and produce imports this one,
-// but the processor's configuration check, which asks librdkafka about pass-through properties (CheckProperty).
+// but the processor's configuration check, which asks librdkafka about pass-through properties (CheckProperty),
+// and the benchmark's latency reader, which must read faster than the processor writes.
 package librdkafka
 
 /*
