@@ -1,6 +1,7 @@
 package backpressure
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -62,7 +63,7 @@ func NewController(cfg Config) *Controller {
 // Budgets returns, for each partition in lags, how many records it may contribute to the next batch
 // of the given interval. Lag is the records available to read (with read_committed, the last
 // stable offset minus the position); the total rate goes to partitions in proportion to it (see
-// Split).
+// Split), plus an equal share of what it allows beyond all the lags (see withArrivals).
 func (c *Controller) Budgets(lags map[Partition]int64, interval time.Duration) map[Partition]int64 {
 	budgets := make(map[Partition]int64, len(lags))
 	if !c.enabled {
@@ -84,10 +85,36 @@ func (c *Controller) Budgets(lags map[Partition]int64, interval time.Duration) m
 		}
 		return budgets
 	}
-	for p, rate := range Split(total, lags, c.limits) {
+	for p, rate := range Split(total, withArrivals(total, interval, lags), c.limits) {
 		budgets[p] = Budget(rate, interval, lags[p])
 	}
 	return budgets
+}
+
+// withArrivals adds to every partition's lag an equal share of what the rate allows in the interval beyond all
+// the lags, when it allows more. The consumer keeps reading while a batch assembles, so a partition's records
+// in a batch are its lag at the start plus what arrives meanwhile; split by the lags alone, a partition that was
+// caught up at that instant (on a live stream, any partition whose fetch had just been taken) would get only its
+// floor and have its arrivals held back a whole interval. When the lags exceed what the rate allows, it is the
+// lags alone, so a backlog drains in proportion to them as in Spark.
+func withArrivals(total float64, interval time.Duration, lags map[Partition]int64) map[Partition]int64 {
+	if len(lags) == 0 {
+		return lags
+	}
+	var sum int64
+	for _, lag := range lags {
+		sum += max(lag, 0)
+	}
+	allowed := total * interval.Seconds()
+	if math.IsNaN(allowed) || allowed <= float64(sum) {
+		return lags
+	}
+	share := int64(min((allowed-float64(sum))/float64(len(lags)), 1<<53)) // bounded, so that sums cannot overflow
+	weights := make(map[Partition]int64, len(lags))
+	for p, lag := range lags {
+		weights[p] = max(lag, 0) + share
+	}
+	return weights
 }
 
 // Observe feeds a committed batch to the estimator.

@@ -73,6 +73,30 @@ func TestObserveReplacesTheInitialRate(t *testing.T) {
 	}
 }
 
+func TestPartitionsShareWhatTheRateAllowsBeyondTheirLags(t *testing.T) {
+	c := NewController(Config{Enabled: true, InitialRate: 1000})
+	tests := []struct {
+		name string
+		lags []int64
+		want []int64
+	}{
+		// A partition caught up at the start of the batch still gets records arriving during it: the 900 the
+		// rate allows beyond the lags are shared equally.
+		{"one caught up", []int64{0, 100}, []int64{450, 550}},
+		{"all caught up", []int64{0, 0}, []int64{500, 500}},
+		// Lags beyond what the rate allows: in proportion to them, as before.
+		{"backlog", []int64{500, 1500}, []int64{250, 750}},
+	}
+	for _, tt := range tests {
+		budgets := c.Budgets(lagsOf(tt.lags...), time.Second)
+		for i, w := range tt.want {
+			if got := budgets[Partition{"in", int32(i)}]; got != w {
+				t.Errorf("%s: budget of partition %d = %d, want %d (all: %v)", tt.name, i, got, w, budgets)
+			}
+		}
+	}
+}
+
 func TestFloorsAndCapsApplyToBudgets(t *testing.T) {
 	c := NewController(Config{Enabled: true, InitialRate: 1000, MinRatePerPartition: 40, MaxRatePerPartition: 50})
 	budgets := c.Budgets(lagsOf(1, backlog, 0), time.Second)

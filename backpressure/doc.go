@@ -67,7 +67,11 @@
 // they catch up together, within a floor and a cap per partition
 // (spark.streaming.kafka.minRatePerPartition and maxRatePerPartition): the total floor grows with
 // the partition count, what a cap takes goes to the others, and a lagging partition never gets a
-// zero budget. Before the first estimate an initial rate applies if one is set
+// zero budget. Spark's batch reads only what was in Kafka when it started; this consumer keeps
+// reading while a batch assembles, so when the rate allows more than all the lags, every partition
+// also gets an equal share of the rest: split by the lags alone, a partition caught up at the
+// instant the batch started (on a live stream, any whose fetch had just been taken) would get its
+// floor, and its arrivals would wait a whole interval. Before the first estimate an initial rate applies if one is set
 // (spark.streaming.backpressure.initialRate); without one, as in Spark, the first batch is not
 // limited (the loop's batch cap applies). Disabled, every budget is Unlimited.
 package backpressure
