@@ -168,3 +168,45 @@ func TestProcessMetricsOnARegistryThatHasTheGoCollector(t *testing.T) {
 		}
 	}
 }
+
+func TestAPortInUseStopsTheStartNamingItsVariable(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	free := freeAddr(t)
+	tests := []struct {
+		name, http, pprof, want string
+	}{
+		{"probes", busy.Addr().String(), "", "PROCESSOR_HTTP_ADDR"},
+		{"profiler", free, busy.Addr().String(), "PROCESSOR_PPROF_ADDR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Processor{Config: Config{Brokers: "127.0.0.1:1", InputTopics: []string{"in"}, OutputTopic: "out",
+				HTTPAddr: tt.http, PprofAddr: tt.pprof}, Logger: slog.New(slog.DiscardHandler)}
+			err := p.Run(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), busy.Addr().String()) {
+				t.Fatalf("Run = %v, want an error naming %s and %s", err, tt.want, busy.Addr())
+			}
+			// Nothing taken on the way stays taken.
+			ln, err := net.Listen("tcp", free)
+			if err != nil {
+				t.Fatalf("the probes' port is still held after the failed start: %v", err)
+			}
+			ln.Close()
+		})
+	}
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -68,22 +68,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	reg, gather := p.registry()
 
-	// The ports are taken first: a port in use is a plain start-up error, better found before joining the group.
-	var ln net.Listener
-	if !p.NoHTTP {
-		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
-		}
-		defer ln.Close() // closed by the server's shutdown once it serves
+	ln, closeListeners, err := p.listen(cfg, log)
+	if err != nil {
+		return err
 	}
-	if cfg.PprofAddr != "" {
-		pln, err := net.Listen("tcp", cfg.PprofAddr)
-		if err != nil {
-			return fmt.Errorf("listen on PROCESSOR_PPROF_ADDR %q: %w", cfg.PprofAddr, err)
-		}
-		log.Info("serving Go's profiler at /debug/pprof/", "addr", pln.Addr().String())
-		defer servePprof(pln, log)()
-	}
+	defer closeListeners()
 
 	// Logged first: creating the clients can take a while (or fail), and the configuration says why.
 	transactionalID := cfg.transactionalID()
@@ -140,6 +129,33 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	log.Info("processor stopped")
 	return nil
+}
+
+// listen takes the ports first: a port in use is a plain start-up error, better found before joining the group.
+// It serves the profiler at once if asked to; ln, nil without HTTP, is served once the probes exist. done stops
+// the profiler and closes ln (the HTTP server's shutdown closes it too, once it serves).
+func (p *Processor) listen(cfg Config, log *slog.Logger) (ln net.Listener, done func(), err error) {
+	if !p.NoHTTP {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, nil, fmt.Errorf("listen on PROCESSOR_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
+		}
+	}
+	closeHTTP := func() {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if cfg.PprofAddr == "" {
+		return ln, closeHTTP, nil
+	}
+	pln, err := net.Listen("tcp", cfg.PprofAddr)
+	if err != nil {
+		closeHTTP()
+		return nil, nil, fmt.Errorf("listen on PROCESSOR_PPROF_ADDR %q: %w", cfg.PprofAddr, err)
+	}
+	log.Info("serving Go's profiler at /debug/pprof/", "addr", pln.Addr().String())
+	stopPprof := servePprof(pln, log)
+	return ln, func() { stopPprof(); closeHTTP() }, nil
 }
 
 // registry is where the metrics go and what /metrics serves (nil: nothing to serve).
