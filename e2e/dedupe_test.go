@@ -16,6 +16,7 @@ import (
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
 	"github.com/eosproc/eosproc/testcontainers"
+	"github.com/eosproc/eosproc/txn"
 )
 
 // dedupeInput writes the identities [first, first+n) of a phase, each once, plus dups duplicates of identities
@@ -249,4 +250,83 @@ func (f *fixture) outputPerKey(ctx context.Context) (map[string]int, int) {
 		}
 	}
 	return perKey, total
+}
+
+// TestDedupeByJSONFieldDeadLettersWhatHasNoIdentity de-duplicates by a JSON field through the real binary: 3,000
+// records of order events, 900 of them repeating an earlier order id (in the same partition), some truncated
+// JSON and some without the field. The output holds each order id of a readable record once; the truncated and
+// fieldless records, and only they, are dead-lettered, with a reason that says which.
+func TestDedupeByJSONFieldDeadLettersWhatHasNoIdentity(t *testing.T) {
+	f := newFixture(t, fixtureOptions{inputPartitions: 3, outputPartitions: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	const n, unique = 3000, 2100 // record i >= unique repeats the order of record i-unique, in the same partition
+	malformed := func(i int) bool { return i%97 == 5 }
+	fieldless := func(i int) bool { return !malformed(i) && i%89 == 7 }
+	orderOf := func(i int) string { return "o-" + strconv.Itoa(i%unique) }
+	want := map[string]bool{} // the order ids of readable records
+	wantDead := map[string]string{}
+	f.produce(ctx, 3, 0, n, func(i int, m *kafka.Message) {
+		switch {
+		case malformed(i):
+			m.Value = fmt.Appendf(nil, `{"order":{"id":"%s"`, orderOf(i))
+			wantDead[string(m.Key)] = "malformed JSON"
+		case fieldless(i):
+			m.Value = fmt.Appendf(nil, `{"order":{"ref":"%s"},"n":%d}`, orderOf(i), i)
+			wantDead[string(m.Key)] = `no member "id" in object "order"`
+		default:
+			m.Value = fmt.Appendf(nil, `{"type":"order.created","order":{"total":12.5,"id":"%s"},"n":%d}`, orderOf(i), i)
+			want[orderOf(i)] = true
+		}
+	})
+	f.start("j0", map[string]string{"PROCESSOR_DEDUPE_IDENTITY": "json:order.id", "PROCESSOR_MAX_BATCH_RECORDS": "500"})
+	f.waitCaughtUp(ctx)
+	f.stopAll()
+
+	out, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perOrder := map[string]int{}
+	for _, msgs := range out {
+		for _, m := range msgs {
+			var v struct{ Order struct{ ID string } }
+			if err := json.Unmarshal(m.Value, &v); err != nil {
+				t.Fatalf("output %s is not the input's JSON: %v", m.Key, err)
+			}
+			perOrder[v.Order.ID]++
+		}
+	}
+	for id := range want {
+		if perOrder[id] != 1 {
+			t.Errorf("order %s out %d times, want once", id, perOrder[id])
+		}
+	}
+	if len(perOrder) != len(want) {
+		t.Errorf("%d order ids out, want %d", len(perOrder), len(want))
+	}
+	dead, err := kafkatest.ReadCommitted(ctx, f.cluster.BootstrapServers(), f.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range dead[0] {
+		reason, ok := wantDead[string(m.Key)]
+		if !ok {
+			t.Errorf("dead letter %s: a readable record was dead-lettered (%s)", m.Key, headerOf(m, txn.HeaderError))
+			continue
+		}
+		delete(wantDead, string(m.Key))
+		if got := headerOf(m, txn.HeaderError); !strings.Contains(got, reason) || headerOf(m, txn.HeaderErrorStage) != txn.StageDedupe {
+			t.Errorf("dead letter %s: reason %q at stage %q, want one containing %q at stage %q",
+				m.Key, got, headerOf(m, txn.HeaderErrorStage), reason, txn.StageDedupe)
+		}
+	}
+	if len(wantDead) > 0 {
+		t.Errorf("%d records without an identity were not dead-lettered", len(wantDead))
+	}
+	if len(dead[0]) > 0 {
+		t.Logf("%d inputs: %d order ids out, %d dead letters, e.g. %q", n, len(perOrder), len(dead[0]),
+			headerOf(dead[0][0], txn.HeaderError))
+	}
 }
