@@ -527,10 +527,10 @@ func thawStoppedInTransaction(ctx context.Context, run *chaosRun, _ int) (string
 // waitStopped waits until the current process has stopped itself (PROCESSOR_TEST_STOP_IN_TRANSACTION).
 func (s *supervised) waitStopped(ctx context.Context) error {
 	s.mu.Lock()
-	pid := s.cur.PID()
+	cur := s.cur
 	s.mu.Unlock()
 	return testcontainers.WaitFor(ctx, s.name+" stopped inside a transaction", func(context.Context) (bool, error) {
-		return processState(pid) == 'T', nil
+		return cur.Stopped(), nil
 	})
 }
 
@@ -541,27 +541,13 @@ func (s *supervised) waitReadyOrStopped(ctx context.Context) error {
 	cur := s.cur
 	s.mu.Unlock()
 	return testcontainers.WaitFor(ctx, s.name+" ready", func(ctx context.Context) (bool, error) {
-		if processState(cur.PID()) == 'T' {
+		if cur.Stopped() {
 			return true, nil
 		}
 		ask, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return cur.Ready(ask), nil
 	})
-}
-
-// processState is the state letter of a process in /proc (R running, S sleeping, T stopped), 0 if unknown.
-func processState(pid int) byte {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name in parentheses may hold spaces; the state follows its closing parenthesis.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0
-	}
-	return b[i+2]
 }
 
 // outputWatcher reads the output with read_committed while the faults happen.

@@ -100,7 +100,7 @@ func TestAtLeastOnceKillsDuplicate(t *testing.T) {
 	for k := range kills {
 		in := f.start("p0", stopping)
 		err := testcontainers.WaitFor(ctx, "p0 stopped between delivery and commit", func(context.Context) (bool, error) {
-			return processState(in.PID()) == 'T', nil
+			return in.Stopped(), nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -195,7 +195,7 @@ func TestZombieWritesStayInvisible(t *testing.T) {
 	const n = 60_000
 	f.produce(ctx, 6, 0, n, nil)
 	err = testcontainers.WaitFor(ctx, "z1 stopped inside its 3rd transaction", func(context.Context) (bool, error) {
-		return processState(zombie.PID()) == 'T', nil
+		return zombie.Stopped(), nil
 	})
 	if err != nil {
 		t.Fatal(err)

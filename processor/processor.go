@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -333,10 +334,22 @@ func stopInTransaction(n int, log *slog.Logger) func(int) {
 			return
 		}
 		log.Warn("stopping with SIGSTOP inside a transaction (PROCESSOR_TEST_STOP_IN_TRANSACTION)", "transaction", k)
-		if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
+		if err := stopThisThread(); err != nil {
 			log.Error("stop inside a transaction", "error", err)
 		}
 	}
+}
+
+// stopThisThread stops the process with a SIGSTOP sent to the calling thread, so that the stop takes effect
+// before the call returns. A SIGSTOP sent to the process (kill) is delivered to whichever thread the kernel picks,
+// often the idle main thread, and the caller runs on until that thread is scheduled and stops the others: on a
+// busy machine long enough to send the very offsets the stop is meant to hold back (an at_least_once run lost
+// its duplicates that way; a small program stopping itself 300 times went on past the kill 191 times, past a
+// tgkill none).
+func stopThisThread() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return syscall.Tgkill(os.Getpid(), syscall.Gettid(), syscall.SIGSTOP)
 }
 
 // groupInstanceID is the consumer's group.instance.id: the instance id for static membership, none otherwise.

@@ -99,6 +99,31 @@ func StartCommand(args []string, name, logPath string, env map[string]string) (*
 // PID is the process id.
 func (in *Instance) PID() int { return in.cmd.Process.Pid }
 
+// Stopped reports whether every thread of the process is stopped (e.g. it stopped itself with
+// PROCESSOR_TEST_STOP_IN_TRANSACTION).
+func (in *Instance) Stopped() bool { return Stopped(in.PID()) }
+
+// Stopped reports whether every thread of process pid is stopped (state T in /proc): only then has nothing more
+// run since the stop. The main thread's state alone says less, since the threads of a process stop one by one.
+func Stopped(pid int) bool {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return false
+	}
+	for _, path := range stats {
+		stat, err := os.ReadFile(path)
+		if err != nil {
+			return false // a thread that has just exited: the process is not stopped
+		}
+		// The command name, in parentheses, may hold spaces; the state follows its closing parenthesis.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
 // Signal sends sig to the process.
 func (in *Instance) Signal(sig syscall.Signal) error {
 	if err := in.cmd.Process.Signal(sig); err != nil {
