@@ -123,6 +123,12 @@ func New(cfg Config) (*Producer, error) {
 		// Partitions added to a topic (a de-duplication changelog grows with its input) become known within
 		// this interval; librdkafka's default is 5 minutes, during which producing to them is redone.
 		"topic.metadata.refresh.interval.ms": "5000",
+		// Right after a commit the coordinator is still writing that transaction's markers, and refuses the next
+		// transaction's AddPartitionsToTxn and AddOffsetsToTxn with CONCURRENT_TRANSACTIONS until it is done.
+		// librdkafka retries AddPartitionsToTxn after 20 ms but AddOffsetsToTxn after retry.backoff.ms (100 ms by
+		// default): with batches of 100 ms, 7 in 100 transactions of a drain waited that long to send their
+		// offsets. A retry of anything else still backs off exponentially from here up to retry.backoff.max.ms.
+		"retry.backoff.ms": "20",
 	}
 	if cfg.OnStats != nil {
 		passThrough["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
