@@ -42,6 +42,7 @@ type options struct {
 	maxBatchLarge int // and for 1 KB records
 	latencyFor    time.Duration
 	latencyWarmup time.Duration
+	latencyRate   float64 // records/s of every latency run; 0: half of each configuration's measured maximum
 	jsonPath      string
 	svgPath       string
 	extraEnv      map[string]string // added to every tuned processor run's environment, to compare settings
@@ -59,6 +60,7 @@ func main() {
 	flag.IntVar(&o.maxBatchLarge, "max-batch-large", 20_000, "PROCESSOR_MAX_BATCH_RECORDS with 1 KB records")
 	flag.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long each latency run generates records")
 	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 5*time.Second, "first part of a latency run left out of the figures")
+	flag.Float64Var(&o.latencyRate, "latency-rate", 0, "records/s of every latency run instead of half of each configuration's measured maximum, so that runs of separate invocations compare (tuning experiments)")
 	flag.StringVar(&o.jsonPath, "json", "docs/benchmarks.json", "where every figure is written")
 	flag.StringVar(&o.svgPath, "svg", "docs/benchmarks.svg", "where the plot is written")
 	flag.IntVar(&o.repeats, "repeats", 3, "runs of each throughput configuration (alternating); ratios are of medians")

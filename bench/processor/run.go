@@ -235,10 +235,6 @@ func (b *bench) profile(ctx context.Context, w workload, p peer) error {
 	return nil
 }
 
-// latency feeds a fresh input topic at half the configuration's measured maximum, each record stamped with its
-// send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
-// input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
-// the send time.
 // latencyLoad is the peer whose median maximum sets a latency run's load: its own, but for the processor's
 // backpressure-on, default-settings and default-interval runs that of the backpressure-off run at 100 ms, so that
 // they are measured under the very load they are compared at.
@@ -250,8 +246,15 @@ func latencyLoad(p peer) peer {
 	return p
 }
 
+// latency feeds a fresh input topic at half the configuration's measured maximum, each record stamped with its
+// send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
+// input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
+// the send time.
 func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) error {
 	rate := b.res.median(w.name, latencyLoad(p)).RecordsPerSec / 2
+	if b.opts.latencyRate > 0 {
+		rate = b.opts.latencyRate
+	}
 	in, out, group := b.nextName("bench-lat-in"), b.nextName("bench-lat-out"), b.nextName("bench-lat-group")
 	for _, t := range []string{in, out} {
 		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
