@@ -89,8 +89,8 @@ type client interface {
 	Close() error
 }
 
-// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold and Close
-// must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined, CommitOffsets and OffsetResets
+// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold, SetBatchSink
+// and Close must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined, CommitOffsets and OffsetResets
 // may be called from any (the loop's transactions run beside its next assembly, /readyz beside both).
 type Consumer struct {
 	k         client
@@ -130,9 +130,13 @@ type Consumer struct {
 	lastBatch int   // records in the last batch Assemble returned
 	fatal     error // a fatal error event, served inside Consume
 	// beforeRevoke is what a revocation or loss waits for before the partitions go: the transaction in flight.
-	beforeRevoke func()
+	beforeRevoke func(revoked []stream.TopicPartition)
 	// hold, while it reports true, keeps a batch whose interval has passed collecting records (SetBatchHold).
 	hold func() bool
+	// sink is shown the batch so far after every poll that changed it (SetBatchSink); shown is how many records
+	// it was last shown, -1 once a revocation dropped some.
+	sink  func(batch []stream.Record) error
+	shown int
 
 	mu       sync.Mutex
 	assigned map[stream.TopicPartition]bool
@@ -362,7 +366,11 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		return
 	}
 	if c.beforeRevoke != nil {
-		c.beforeRevoke()
+		revoked := make([]stream.TopicPartition, len(parts))
+		for i, p := range parts {
+			revoked[i] = tpOf(p)
+		}
+		c.beforeRevoke(revoked)
 	}
 	if c.k.AssignmentLost() {
 		c.log.Warn("partitions lost (session timed out or fenced); dropping their unproduced records",
@@ -386,6 +394,7 @@ func (c *Consumer) rebalance(assign bool, parts []kafka.TopicPartition) {
 		}
 	}
 	c.pending = dropPartitions(c.pending, gone)
+	c.shown = -1
 	if len(resume) > 0 {
 		if err := c.k.Resume(resume); err != nil {
 			c.log.Warn("resume revoked partitions", "error", err)
@@ -411,8 +420,25 @@ func (c *Consumer) SetBatchHold(hold func() bool) { c.hold = hold }
 const holdPoll = 5 * time.Millisecond
 
 // SetRevokeBarrier sets what a revocation or loss of partitions waits for, inside Assemble, before their records
-// are dropped and the partitions given up (nil: nothing).
-func (c *Consumer) SetRevokeBarrier(wait func()) { c.beforeRevoke = wait }
+// are dropped and the partitions given up (nil: nothing). It is called with the partitions going.
+func (c *Consumer) SetRevokeBarrier(wait func(revoked []stream.TopicPartition)) {
+	c.beforeRevoke = wait
+}
+
+// SetBatchSink sets what Assemble shows the batch so far, after every poll that added records to it (nil:
+// nothing), so that the loop can write records while the batch is still being assembled. The batch grows by
+// appending; a revocation only drops records of the revoked partitions, so a prefix without them stays as it
+// was. An error from sink ends Assemble, which returns it.
+func (c *Consumer) SetBatchSink(sink func(batch []stream.Record) error) { c.sink = sink }
+
+// feed shows the sink the batch so far, if it changed since the sink last saw it.
+func (c *Consumer) feed() error {
+	if c.sink == nil || len(c.pending) == c.shown || len(c.pending) == 0 {
+		return nil
+	}
+	c.shown = len(c.pending)
+	return c.sink(c.pending)
+}
 
 // reseekReassigned seeks the partitions revoked and assigned again in the last consume call, whose records that
 // call returned were dropped, back to where their new assignment starts (its committed offset, or the lowest
@@ -490,6 +516,11 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 			delete(c.carry, tp)
 		}
 	}
+	c.shown = 0
+	if err := c.feed(); err != nil {
+		c.pending = nil
+		return nil, err
+	}
 	var resume []kafka.TopicPartition
 	for tp := range c.paused {
 		if len(c.carry[tp]) == 0 && used[tp] < budgets[tp] {
@@ -547,6 +578,10 @@ func (c *Consumer) Assemble(ctx context.Context, budgets map[stream.TopicPartiti
 		}
 		clear(c.polled) // the records live on in pending or carry; the buffer must not keep them alive
 		if err := c.reseekReassigned(); err != nil {
+			return nil, err
+		}
+		if err := c.feed(); err != nil {
+			c.pending = nil
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package consume
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -161,4 +162,61 @@ func TestAPartitionAssignedAgainWithinOneCallLosesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The batch sink sees the batch grow poll by poll, each view extending the one before, and after a revocation
+// mid-batch it is shown the batch without the revoked partition's records, once the barrier (told which
+// partitions go) has returned; an error from the sink ends Assemble with it.
+func TestTheBatchSinkSeesTheBatchGrowAndARevocationDropRecords(t *testing.T) {
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	m := &modelClient{tp: tp, end: 1000, perCall: 30, at: 3, before: 10}
+	c := newConsumer(Config{BatchInterval: 50 * time.Millisecond, MaxBatchRecords: 200},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), "earliest")
+	c.k, m.rebalance = m, c.rebalance
+	c.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+	var barrierSaw []stream.TopicPartition
+	c.SetRevokeBarrier(func(revoked []stream.TopicPartition) { barrierSaw = revoked })
+	m.inCall = func(m *modelClient) { m.rebalance(false, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)}) }
+	var views [][]int64
+	c.SetBatchSink(func(batch []stream.Record) error {
+		var offs []int64
+		for _, r := range batch {
+			offs = append(offs, r.Offset)
+		}
+		views = append(views, offs)
+		return nil
+	})
+	batch, err := c.Assemble(context.Background(), map[stream.TopicPartition]int64{tp: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two polls of 30 records shown, then the third call's revocation drops them all: nothing is left to show,
+	// and the batch ends with its interval.
+	want := [][]int64{offsets(0, 30), offsets(0, 60)}
+	if !slices.EqualFunc(views, want, slices.Equal) {
+		t.Errorf("the sink was shown %v, want %v", views, want)
+	}
+	if len(batch) != 0 {
+		t.Errorf("Assemble returned %d records of a revoked partition", len(batch))
+	}
+	if !slices.Equal(barrierSaw, []stream.TopicPartition{tp}) {
+		t.Errorf("the barrier was told %v were going, want %v", barrierSaw, tp)
+	}
+
+	// Assigned again: the sink's error ends the next Assemble, which returns it.
+	c.TakeRevoked()
+	c.rebalance(true, []kafka.TopicPartition{ktp(tp, 500)})
+	stop := errors.New("stop")
+	c.SetBatchSink(func([]stream.Record) error { return stop })
+	if _, err := c.Assemble(context.Background(), map[stream.TopicPartition]int64{tp: 200}); !errors.Is(err, stop) {
+		t.Errorf("Assemble = %v, want the sink's error", err)
+	}
+}
+
+func offsets(from, to int64) []int64 {
+	var o []int64
+	for i := from; i < to; i++ {
+		o = append(o, i)
+	}
+	return o
 }

@@ -106,12 +106,17 @@ func deadLettersByStage(dead []stream.Record) map[string]int {
 // badRecord is the error that stops the processor when errors are not tolerated (Loop.StopOnBadRecord): the
 // first record of the batch that would have been dead-lettered.
 func badRecord(dead stream.Record) error {
-	return fmt.Errorf("record %s failed at stage %s (%s): %s; PROCESSOR_ERRORS_TOLERANCE is none, so the processor "+
+	return &notTolerated{fmt.Sprintf("record %s failed at stage %s (%s): %s; PROCESSOR_ERRORS_TOLERANCE is none, so the processor "+
 		"stops without committing its batch: fix the transform or the record and restart, or set "+
 		"PROCESSOR_ERRORS_TOLERANCE=all to send such records to the dead-letter topic",
 		headerValue(dead, stream.SourceHeader), headerValue(dead, HeaderErrorStage), headerValue(dead, HeaderErrorClass),
-		headerValue(dead, HeaderError))
+		headerValue(dead, HeaderError))}
 }
+
+// notTolerated is a record that would be dead-lettered when PROCESSOR_ERRORS_TOLERANCE is none.
+type notTolerated struct{ msg string }
+
+func (e *notTolerated) Error() string { return e.msg }
 
 // deadLetterLog logs dead letters at most once a second per stage, each line with the number of records
 // dead-lettered at that stage since the previous one and the latest record's error: a transform failing on

@@ -17,16 +17,20 @@
 // are sent), and why fenced is fatal rather than retried: retrying means fighting the instance that legitimately
 // owns the work.
 //
-// Rebalances in the middle of a transaction. Batches are pipelined: while batch N's transaction produces, sends
-// its offsets and commits, batch N+1 is assembled (and transformed) on the loop's goroutine, so the consumer is
-// polled, and rebalance callbacks run, while a transaction is open. A revocation or loss is therefore made to
-// wait, inside the callback, until the transaction in flight has committed or aborted: only then are the
-// partitions given up, so their next owner reads committed offsets that include batch N (or, if it aborted, do
-// not), never offsets that batch N then moves. The revoked partitions' records that no transaction holds yet
-// (batch N+1's, carried-over ones) are dropped; their next owner reads them from the committed offsets. The group
-// metadata is taken just before the offsets are sent, so it carries the newest generation, one in which the
-// partitions are still ours since their revocation is waiting. The price is that a rebalance waits for the
-// transaction in flight, which is why the batch interval is short and max.poll.interval.ms is long.
+// Rebalances in the middle of a transaction. Batches are pipelined: while batch N's transaction writes what is
+// left of it, sends its offsets and commits, batch N+1 is assembled on the loop's goroutine, so the consumer is
+// polled, and rebalance callbacks run, while a transaction is open. And once N has committed, N+1 begins its own
+// transaction and writes its records as they arrive, before its assembly ends, so a transaction is open during
+// most of every assembly. A revocation or loss is therefore made to wait, inside the callback, until the
+// transaction in flight has committed or aborted: only then are the partitions given up, so their next owner
+// reads committed offsets that include batch N (or, if it aborted, do not), never offsets that batch N then
+// moves. If batch N+1's own transaction has written records of a partition going, it is aborted in the callback
+// too, and the loop rewinds: committed without that partition's offsets, those records would be written again by
+// its next owner. The revoked partitions' records that no transaction holds yet are dropped; their next owner
+// reads them from the committed offsets. The group metadata is taken just before the offsets are sent, so it
+// carries the newest generation, one in which the partitions are still ours since their revocation is waiting.
+// The price is that a rebalance waits for the transaction in flight, which is why the batch interval is short and
+// max.poll.interval.ms is long, and that a revocation costs the batch being assembled a redo.
 //
 // Half-failed transactions. After an abortable error (a failed delivery, the broker aborting the transaction)
 // the outputs are discarded by the abort markers, but the consumer has already moved past the batch, and past
@@ -39,8 +43,8 @@
 // drop them as duplicates: lost. So the store's changes travel as changelog records in the batch's own
 // transaction, the store rolls back when the transaction aborts, and a partition's new owner rebuilds the store
 // from the changelog with read_committed, which shows exactly the state that goes with the committed offsets.
-// With de-duplication a batch is filtered only once the previous transaction has settled, so the store never
-// holds two batches' pending changes; only the assembly overlaps the transaction then.
+// A batch's records are filtered only once the previous transaction has settled (as they are written, during
+// the assembly or after it), so the store never holds two batches' pending changes.
 //
 // Errors nobody classified are fatal: an unknown state is not one to retry into. The process exits non-zero and
 // its supervisor restarts it, and InitTransactions on restart cleans up whatever the dead incarnation left open.

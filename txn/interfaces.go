@@ -23,10 +23,14 @@ type Consumer interface {
 	// revoke barrier returned.
 	Assemble(ctx context.Context, budgets map[stream.TopicPartition]int64) ([]stream.Record, error)
 	// SetRevokeBarrier sets what a revocation or loss of partitions waits for inside Assemble before their
-	// records are dropped and the partitions go.
-	SetRevokeBarrier(wait func())
+	// records are dropped and the partitions go; it is called with the partitions going.
+	SetRevokeBarrier(wait func(revoked []stream.TopicPartition))
 	// SetBatchHold sets what keeps a batch collecting past its interval, while it reports true.
 	SetBatchHold(hold func() bool)
+	// SetBatchSink sets what Assemble shows the batch so far after every poll that changed it: records are only
+	// appended to it, and a revocation drops only the revoked partitions' records. An error from the sink ends
+	// Assemble, which returns it.
+	SetBatchSink(sink func(batch []stream.Record) error)
 	// Rewind moves every assigned partition back to its committed offset and forgets carried records.
 	Rewind(ctx context.Context) error
 	// GroupMetadata identifies the member and its generation to the transaction coordinator.

@@ -45,8 +45,8 @@ type Loop struct {
 	MaxBackoff time.Duration // 10s
 	Faults     Faults        // none
 	// StopOnBadRecord is Kafka Connect's errors.tolerance=none: a record that would be dead-lettered stops the
-	// loop with an error naming it instead, before its batch's transaction begins, for pipelines where a bad
-	// record must stop the line. The batches before it are committed.
+	// loop with an error naming it instead, for pipelines where a bad record must stop the line. The batches
+	// before it are committed; its own is not (its transaction is aborted if it had begun writing).
 	StopOnBadRecord bool
 	// AppID and InstanceID name who dead-lettered a record, in its dead letter's headers.
 	AppID, InstanceID string
@@ -65,9 +65,13 @@ type Loop struct {
 
 	lastBeat atomic.Int64
 	ready    atomic.Bool
-	// inflight is the transaction running beside the next batch's assembly, nil when none is. Only the loop's
-	// goroutine uses it (the revoke barrier runs there, inside Assemble).
-	inflight *flight
+	// inflight is the transaction running beside the next batch's assembly, nil when none is; assembling is the
+	// batch being assembled, nil between assemblies. Only the loop's goroutine uses them (the revoke barrier and
+	// the batch sink run there, inside Assemble).
+	inflight   *flight
+	assembling *batch
+	// committedEarly says the batch sink landed a committed transaction during the assembly.
+	committedEarly bool
 	// refused holds the inputs one of whose outputs the producer refused: the redo dead-letters them. Loop
 	// goroutine only.
 	refused map[position]error
@@ -90,12 +94,14 @@ func (l *Loop) Initialized() bool { return l.ready.Load() }
 // Run initialises the producer and runs batches until ctx is cancelled (returning nil once the batches in
 // flight are committed or aborted) or a fatal error occurs (returned; the process should exit non-zero).
 //
-// Batches are pipelined: batch N+1 is assembled (and, without de-duplication, transformed) while batch N's
-// transaction produces, sends its offsets and commits; N+1's transaction begins once N's has committed. What
-// keeps this exactly once: a revocation or loss, served inside the assembly, first waits for the transaction in
-// flight (awaitInFlight), then drops the partitions' records that no transaction holds; and when a transaction
-// aborts, the batch assembled beside it is dropped too and every partition is rewound to its committed offsets,
-// so both batches are read again.
+// Batches are pipelined: batch N+1 is assembled while batch N's transaction writes what is left of it, sends its
+// offsets and commits; N+1's transaction begins once N's has committed, and from then on N+1's records are
+// transformed and written as they arrive (writeAhead), so that its end leaves little more than the offsets and
+// the commit. What keeps this exactly once: a revocation or loss, served inside the assembly, first waits for the
+// transaction in flight, then aborts the open transaction if it holds records of the partitions going, and drops
+// their records that no transaction holds (revokeBarrier); and when a transaction aborts, the batch assembled
+// beside it is dropped too and every partition is rewound to its committed offsets, so both batches are read
+// again.
 func (l *Loop) Run(ctx context.Context) error {
 	l.defaults()
 	l.beat()
@@ -120,9 +126,10 @@ func (l *Loop) Run(ctx context.Context) error {
 		return fmt.Errorf("init transactions: %w", err)
 	}
 	l.ready.Store(true)
-	l.Consumer.SetRevokeBarrier(l.awaitInFlight)
+	l.Consumer.SetRevokeBarrier(l.revokeBarrier(work, settle))
 	if !l.Serial {
 		l.Consumer.SetBatchHold(l.inFlight)
+		l.Consumer.SetBatchSink(l.writeAhead(work, settle))
 	}
 
 	aborts := 0
@@ -130,11 +137,13 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.beat()
 		next, err := l.assemble(ctx)
 		if err == nil && next != nil && l.Dedupe == nil {
-			// Transformed while the previous transaction commits. With de-duplication it waits for that
-			// transaction's outcome first: the store holds one batch's pending changes at a time.
-			err = l.prepare(work, next)
+			// Prepared while the previous transaction commits, if it still does. With de-duplication it waits
+			// for that transaction's outcome first: the store holds one batch's pending changes at a time.
+			err = l.prepareRest(work, settle, next)
 		}
 		committed, settled := l.land()
+		committed = committed || l.committedEarly
+		l.committedEarly = false
 		if settled != nil && asAbortable(settled) == nil {
 			return settled
 		}
@@ -151,11 +160,11 @@ func (l *Loop) Run(ctx context.Context) error {
 		if l.Dedupe != nil {
 			l.Dedupe.Forget(revoked)
 			if next != nil && err == nil && settled == nil {
-				err = l.prepare(work, next)
+				err = l.prepareRest(work, settle, next)
 			}
-			if err != nil && asAbortable(err) == nil {
-				return err // a record not tolerated: the batch never began its transaction
-			}
+		}
+		if err != nil && asAbortable(err) == nil {
+			return err // a record not tolerated: its transaction, if it began, is aborted
 		}
 		// An aborted transaction takes the batch assembled beside it along: the rewind reads both again.
 		if ab := cmp.Or(asAbortable(settled), asAbortable(err)); ab != nil {
@@ -247,15 +256,21 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 		l.awaitInFlight()
 	}
 	b := &batch{started: time.Now()}
+	l.assembling = b
 	in, err := l.Consumer.Assemble(ctx, budgets)
+	l.assembling = nil
+	if err == nil {
+		err = b.doomed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("assemble batch: %w", err)
 	}
 	if len(in) == 0 {
-		// Nothing to commit, so no transaction: an empty one would still cost the coordinator two writes.
+		// Nothing to commit, so no transaction: an empty one would still cost the coordinator two writes. (A batch
+		// whose transaction began has records: its records are dropped only with partitions going, which dooms it.)
 		return nil, nil
 	}
-	b.in, b.records, b.assembled = in, len(in), time.Now()
+	b.in, b.records, b.assembled, b.early = in, len(in), time.Now(), b.written
 	b.offsets, b.perPartition = summarize(in)
 	if l.Logger.Enabled(ctx, slog.LevelDebug) { // a pass over the batch, for the debug log only
 		b.ranges = inputRanges(in)
@@ -330,22 +345,24 @@ func (l *Loop) land() (committed bool, err error) {
 // report tells the rate controller and the debug log about a committed batch (the metrics counted it when it
 // committed).
 func (l *Loop) report(b *batch) {
-	processing := b.preparation + b.ended.Sub(b.began)
+	// The work the batch took: what was written during the assembly, the rest prepared after it, and its
+	// transaction's goroutine.
+	processing := b.duringAssembly + b.preparedRest + b.ended.Sub(b.sent)
 	l.Budgeter.Observe(BatchStats{
 		Records:         b.records,
 		PerPartition:    b.perPartition,
 		Processing:      processing,
 		Duration:        b.ended.Sub(b.started),
-		SchedulingDelay: b.began.Sub(b.assembled) - b.preparation,
+		SchedulingDelay: b.sent.Sub(b.assembled) - b.preparedRest,
 		Interval:        l.interval,
 		MaxRecords:      l.maxRecords,
 	})
 	dead := b.produced - b.outputs
 	if l.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		l.Logger.Debug("batch committed", "records_in", b.records, "records_out", b.outputs, "dead_lettered", dead,
-			"partitions", len(b.offsets), "input", b.ranges, "assembly", b.assembled.Sub(b.started),
-			"processing", processing, "transform", b.preparation,
-			"waited", b.began.Sub(b.assembled)-b.preparation, "produce", b.offsetting.Sub(b.producing),
+			"partitions", len(b.offsets), "input", b.ranges, "written_during_assembly", b.early,
+			"assembly", b.assembled.Sub(b.started), "processing", processing, "transform", b.preparation,
+			"waited", b.sent.Sub(b.assembled)-b.preparedRest, "produce", b.producing,
 			"send_offsets", b.committing.Sub(b.offsetting), "commit", b.ended.Sub(b.committing))
 	}
 }

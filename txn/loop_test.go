@@ -38,8 +38,14 @@ type fakeConsumer struct {
 	offsetCommits atomic.Int64
 	group         *produce.GroupMetadata
 	groupErrs     []error // returned by GroupMetadata, one per call, before it succeeds
-	barrier       func()
+	barrier       func([]stream.TopicPartition)
 	hold          func() bool
+	// sink is the loop's batch sink; with chunked, Assemble shows it a batch one record at a time, as the real
+	// consumer does poll by poll (assembling is then called before each record with the same number).
+	sink         func([]stream.Record) error
+	chunked      bool
+	beforeRecord func(assembly, record int)
+	gone         map[stream.TopicPartition]bool // revoked during the current assembly
 	// assembling, if set, is called at the start of every Assemble with its number (from 1): a rebalance there
 	// calls barrier, as the real consumer's callback does.
 	assembling func(n int)
@@ -59,7 +65,9 @@ func (c *fakeConsumer) Lags() map[stream.TopicPartition]int64 {
 	return map[stream.TopicPartition]int64{{Topic: "in", Partition: 0}: 5, {Topic: "in", Partition: 1}: -1}
 }
 
-func (c *fakeConsumer) SetRevokeBarrier(wait func()) { c.barrier = wait }
+func (c *fakeConsumer) SetRevokeBarrier(wait func([]stream.TopicPartition)) { c.barrier = wait }
+
+func (c *fakeConsumer) SetBatchSink(sink func([]stream.Record) error) { c.sink = sink }
 
 func (c *fakeConsumer) SetBatchHold(hold func() bool) { c.hold = hold }
 
@@ -94,7 +102,46 @@ func (c *fakeConsumer) Assemble(_ context.Context, budgets map[stream.TopicParti
 	if len(c.batches[c.next-1]) > 0 {
 		c.handed = append(c.handed, c.next-1)
 	}
+	if c.chunked && c.sink != nil {
+		return c.showRecordByRecord(c.batches[c.next-1])
+	}
 	return c.batches[c.next-1], nil
+}
+
+// showRecordByRecord assembles batch as the real consumer does poll by poll, one record a poll: before each, the
+// record hook may revoke partitions (revokeNow), whose records are then dropped from the batch; after each, the
+// sink is shown the batch so far.
+func (c *fakeConsumer) showRecordByRecord(batch []stream.Record) ([]stream.Record, error) {
+	var pending []stream.Record
+	c.gone = map[stream.TopicPartition]bool{}
+	for i, r := range batch {
+		if c.beforeRecord != nil {
+			c.beforeRecord(c.assembles, i)
+		}
+		pending = slices.DeleteFunc(pending, func(r stream.Record) bool { return c.gone[r.TopicPartition()] })
+		if c.gone[r.TopicPartition()] {
+			continue
+		}
+		pending = append(pending, r)
+		if err := c.sink(pending); err != nil {
+			return nil, err
+		}
+	}
+	return pending, nil
+}
+
+// revokeNow revokes partitions in the middle of a record-by-record assembly, as the real consumer's callback
+// does: the barrier first, then the partitions' records go, and no script batch holds them any more (their
+// next owner reads them).
+func (c *fakeConsumer) revokeNow(parts ...stream.TopicPartition) {
+	c.barrier(parts)
+	for _, tp := range parts {
+		c.gone[tp] = true
+		c.revoked = append(c.revoked, tp)
+	}
+	for i := range c.batches {
+		c.batches[i] = slices.DeleteFunc(slices.Clone(c.batches[i]), func(r stream.Record) bool { return c.gone[r.TopicPartition()] })
+	}
 }
 
 func (c *fakeConsumer) Rewind(context.Context) error {
@@ -822,7 +869,7 @@ func TestNextBatchIsAssembledBesideTheTransactionAndARevocationWaitsForIt(t *tes
 			return
 		}
 		close(p.commitGate) // batch 1's commit goes on only now that batch 2 is being assembled
-		c.barrier()         // a revocation arrives
+		c.barrier(nil)      // a revocation arrives
 		committedAtRevoke = p.commits.Load()
 	}
 	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
@@ -995,7 +1042,7 @@ func TestABatchIsHeldWhileTheTransactionItWaitsForRuns(t *testing.T) {
 		}
 		during = c.hold()
 		close(p.commitGate)
-		c.barrier()
+		c.barrier(nil)
 		after = c.hold()
 	}
 	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out"}
@@ -1025,5 +1072,153 @@ func TestSummarizeCountsAndEndsEachPartition(t *testing.T) {
 	}
 	if want := (map[stream.TopicPartition]int64{p0: 3, p1: 2}); !maps.Equal(perPartition, want) {
 		t.Errorf("records per partition = %v, want %v", perPartition, want)
+	}
+}
+
+// TestRecordsAreWrittenWhileTheirBatchAssembles: once the previous transaction has committed, the batch being
+// assembled begins its own and writes each record as it arrives, so that its end leaves only the offsets and
+// the commit (exactly_once), or the flush and the offset commit (at_least_once); before that, its records wait.
+func TestRecordsAreWrittenWhileTheirBatchAssembles(t *testing.T) {
+	for _, atLeastOnce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("at_least_once=%v", atLeastOnce), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(1, 7), rec(0, 6)}}, stop: cancel, chunked: true}
+			p := &fakeProducer{commitGate: make(chan struct{})}
+			c.producer = p
+			var writtenBefore []int
+			c.beforeRecord = func(assembly, i int) {
+				if assembly != 2 {
+					return
+				}
+				if i == 1 {
+					// Batch 1's transaction is held open while batch 2's first record arrives: it waits. Then
+					// batch 1 commits.
+					writtenBefore = append(writtenBefore, len(p.produced))
+					close(p.commitGate)
+					c.barrier(nil)
+				}
+				writtenBefore = append(writtenBefore, len(p.produced))
+			}
+			l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", AtLeastOnce: atLeastOnce,
+				MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+			if err := l.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Before record 0 and 1 of batch 2: batch 1's record only. Once batch 1 committed, record 1 finds
+			// batch 2's first record still waiting; before record 2, both are written.
+			if want := []int{1, 1, 1, 3}; !slices.Equal(writtenBefore, want) {
+				t.Errorf("records written before each of batch 2's records arrived = %v, want %v", writtenBefore, want)
+			}
+			wantCalls := []string{"init", "begin", "produce", "send_offsets", "commit", "begin", "produce", "produce", "produce", "send_offsets", "commit"}
+			gotOffsets := p.offsets
+			if atLeastOnce {
+				wantCalls = []string{"init", "begin", "produce", "flush", "begin", "produce", "produce", "produce", "flush"}
+				gotOffsets = c.committed
+			}
+			if !slices.Equal(p.calls, wantCalls) {
+				t.Errorf("calls\n got %v\nwant %v", p.calls, wantCalls)
+			}
+			if want := []map[stream.TopicPartition]int64{{p0: 5}, {p0: 7, p1: 8}}; !slices.EqualFunc(gotOffsets, want, maps.Equal) {
+				t.Errorf("offsets %v, want %v", gotOffsets, want)
+			}
+		})
+	}
+}
+
+// TestARevocationAbortsTheOpenTransactionOnlyIfItHoldsThePartition: a partition revoked while the batch being
+// assembled has written records of it in its open transaction takes that transaction down (committed, those
+// records would be written again by the partition's next owner), and the other partitions are read again from
+// their committed offsets; a partition none of whose records were written yet only loses its unwritten records.
+func TestARevocationAbortsTheOpenTransactionOnlyIfItHoldsThePartition(t *testing.T) {
+	tests := []struct {
+		name         string
+		batch2       []stream.Record
+		wantSources  []string
+		wantOffsets  []map[stream.TopicPartition]int64
+		wantRewinds  int
+		wantRevokeAb float64
+	}{
+		{
+			name:        "written",
+			batch2:      []stream.Record{rec(0, 5), rec(1, 7), rec(0, 6)},
+			wantSources: []string{"in/0/4", "in/0/5", "in/1/7"}, // in/0/5 with the aborted transaction
+			wantOffsets: []map[stream.TopicPartition]int64{{p0: 5}, {p1: 8}},
+			wantRewinds: 1, wantRevokeAb: 1,
+		},
+		{
+			name:        "not written",
+			batch2:      []stream.Record{rec(1, 7), rec(0, 5), rec(0, 6)},
+			wantSources: []string{"in/0/4", "in/1/7"},
+			wantOffsets: []map[stream.TopicPartition]int64{{p0: 5}, {p1: 8}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, tt.batch2}, stop: cancel, chunked: true}
+			p := &fakeProducer{}
+			c.producer = p
+			c.beforeRecord = func(assembly, i int) {
+				if assembly == 2 && i == 0 {
+					c.barrier(nil) // batch 1 commits before batch 2's records arrive: they are written at once
+				}
+				if assembly == 2 && i == 1 {
+					c.revokeNow(p0)
+				}
+			}
+			l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+			if err := l.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var sources []string
+			for _, r := range p.produced {
+				sources = append(sources, header(r, stream.SourceHeader))
+			}
+			if !slices.Equal(sources, tt.wantSources) {
+				t.Errorf("produced %v, want %v", sources, tt.wantSources)
+			}
+			if !slices.EqualFunc(p.offsets, tt.wantOffsets, maps.Equal) {
+				t.Errorf("offsets %v, want %v", p.offsets, tt.wantOffsets)
+			}
+			if c.rewinds != tt.wantRewinds || slices.Contains(p.calls, "abort") != (tt.wantRewinds > 0) {
+				t.Errorf("rewinds = %d, calls %v; want %d rewinds, and an abort only with them", c.rewinds, p.calls, tt.wantRewinds)
+			}
+			var m dto.Metric
+			if err := l.Metrics.aborts.WithLabelValues("revoked").Write(&m); err != nil || m.GetCounter().GetValue() != tt.wantRevokeAb {
+				t.Errorf("transactions aborted for a revocation = %v, want %v (%v)", m.GetCounter().GetValue(), tt.wantRevokeAb, err)
+			}
+		})
+	}
+}
+
+// TestARecordNotToleratedAbortsTheTransactionItsBatchBegan: with errors not tolerated, a bad record that arrives
+// after its batch began writing stops the loop, and the open transaction with its records is aborted, not left
+// to time out.
+func TestARecordNotToleratedAbortsTheTransactionItsBatchBegan(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(0, 6)}}, stop: cancel, chunked: true}
+	p := &fakeProducer{}
+	c.producer = p
+	c.beforeRecord = func(assembly, i int) {
+		if assembly == 2 && i == 0 {
+			c.barrier(nil)
+		}
+	}
+	transform := func(ctx context.Context, r stream.Record) ([]stream.Record, error) {
+		if r.Offset == 6 {
+			return nil, errors.New("cannot parse value")
+		}
+		return stream.Identity(ctx, r)
+	}
+	l := &Loop{Consumer: c, Producer: p, Transform: transform, OutputTopic: "out", DeadLetterTopic: "dlq", StopOnBadRecord: true}
+	err := l.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "record in/0/6 failed") {
+		t.Fatalf("Run = %v, want the error naming in/0/6", err)
+	}
+	if want := []string{"init", "begin", "produce", "send_offsets", "commit", "begin", "produce", "flush", "abort"}; !slices.Equal(p.calls, want) {
+		t.Errorf("calls\n got %v\nwant %v", p.calls, want)
 	}
 }

@@ -68,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // abortReasons are the steps an aborted transaction is counted by, each a series from start-up so that an
 // alert on their rate has something to compare the first abort with.
 var abortReasons = []string{"begin", "produce", "produce_changelog", "flush", "send_offsets", "commit",
-	"commit_offsets", "transform", "dedupe", "assignment_lost", "test_abort"}
+	"commit_offsets", "transform", "dedupe", "assignment_lost", "revoked", "test_abort"}
 
 // InitDeadLetterStages makes the dead-letter counters of a transform's stages exist before their first dead
 // letter.

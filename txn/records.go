@@ -12,29 +12,36 @@ import (
 	"github.com/eosproc/eosproc/stream"
 )
 
-// prepare turns a batch's inputs into what its transaction writes: de-duplication, then the transform, with
-// dead letters for the records either fails on. A record the transform fails on is dead-lettered in the batch's
-// own transaction, so it is committed exactly once like any output and never blocks the partition behind it.
-// Duplicates produce nothing, but their offsets are committed with the batch like any other input's.
-func (l *Loop) prepare(work context.Context, b *batch) error {
+// prepare turns a run of a batch's inputs into what its transaction writes: de-duplication, then the transform,
+// with dead letters for the records either fails on, and counts them into the batch. A record the transform
+// fails on is dead-lettered in the batch's own transaction, so it is committed exactly once like any output and
+// never blocks the partition behind it. Duplicates produce nothing, but their offsets are committed with the
+// batch like any other input's.
+func (l *Loop) prepare(work context.Context, b *batch, in []stream.Record) (*chunk, error) {
 	start := time.Now()
-	defer func() { b.preparation = time.Since(start) }()
-	kept, dead, changelog, err := l.dedupe(work, b.in)
+	defer func() { b.preparation += time.Since(start) }()
+	kept, dead, changelog, err := l.dedupe(work, in)
 	if err != nil {
-		return &abortable{step: "dedupe", err: err}
+		return nil, &abortable{step: "dedupe", err: err}
 	}
 	out, from, failed, err := l.transform(work, kept)
 	if err != nil {
-		return &abortable{step: "transform", err: err}
+		return nil, &abortable{step: "transform", err: err}
 	}
-	b.kept, b.from, b.outputs, b.changelog = kept, from, len(out), changelog
-	b.out = append(append(out, dead...), failed...)
-	b.produced = len(b.out)
-	if len(b.out) > b.outputs && l.StopOnBadRecord {
-		return badRecord(b.out[b.outputs])
+	c := &chunk{kept: kept, from: from, outputs: len(out), changelog: changelog}
+	c.out = append(append(out, dead...), failed...)
+	if len(c.out) > c.outputs && l.StopOnBadRecord {
+		return nil, badRecord(c.out[c.outputs])
 	}
-	b.deadByStage = deadLettersByStage(b.out[b.outputs:])
-	return nil
+	b.outputs += c.outputs
+	b.produced += len(c.out)
+	for stage, n := range deadLettersByStage(c.out[c.outputs:]) {
+		if b.deadByStage == nil {
+			b.deadByStage = map[string]int{}
+		}
+		b.deadByStage[stage] += n
+	}
+	return c, nil
 }
 
 // dedupe drops the duplicates in a batch and dead-letters records without an identity; without a Deduplicator
@@ -125,17 +132,17 @@ func (l *Loop) apply(ctx context.Context, r stream.Record) (out []stream.Record,
 	return l.Transform(ctx, r)
 }
 
-// refusedInputs maps the records the producer refused for themselves (indexes into b.out) to their inputs: whatever
+// refusedInputs maps the records the producer refused for themselves (indexes into c.out) to their inputs: whatever
 // we do, it refuses them again, so the redo dead-letters these inputs with none of their outputs (those already
 // produced went with the aborted transaction). A refused dead letter is fatal: nothing is left to fall back on.
-func refusedInputs(b *batch, refused []int, err error) ([]position, error) {
+func refusedInputs(c *chunk, refused []int, err error) ([]position, error) {
 	inputs := make([]position, 0, len(refused))
 	for _, i := range refused {
-		if i >= b.outputs {
+		if i >= c.outputs {
 			return nil, fmt.Errorf("dead letter refused by the producer (raise the producer's message.max.bytes "+
 				"and the dead-letter topic's max.message.bytes): %w", err)
 		}
-		inputs = append(inputs, positionOf(b.kept[b.from[i]]))
+		inputs = append(inputs, positionOf(c.kept[c.from[i]]))
 	}
 	return inputs, nil
 }

@@ -12,11 +12,13 @@ import (
 	"github.com/eosproc/eosproc/stream"
 )
 
-// batch is one micro-batch on its way through the loop: assembled and prepared on the loop's goroutine, then
-// written by its transaction on a goroutine of its own, beside the next batch's assembly.
+// batch is one micro-batch on its way through the loop: assembled on the loop's goroutine and, once the
+// previous transaction has committed, written while it is still being assembled; then finished (the rest written,
+// the offsets sent, the commit) by its transaction on a goroutine of its own, beside the next batch's assembly.
 type batch struct {
-	// The inputs, as assembled, until the transaction has handed the outputs to the producer (which copies
-	// them): then every record of the batch is released, so that two batches' records are not held at once.
+	// The inputs, as assembled (the consumer's batch so far, during the assembly), until the transaction has
+	// handed the last outputs to the producer (which copies them): then every record of the batch is released,
+	// so that two batches' records are not held at once.
 	in []stream.Record
 	// What outlives the records: their number, the offsets to commit, the records per partition, and (debug log
 	// only) their ranges.
@@ -24,19 +26,35 @@ type batch struct {
 	offsets      map[stream.TopicPartition]int64
 	perPartition map[stream.TopicPartition]int64
 	ranges       string
-	// Set by prepare: the inputs left after de-duplication, what the transaction writes (the first outputs
-	// records are outputs, the rest dead letters), from[i] the index in kept of the input out[i] came from, and
-	// the de-duplication store's changelog records.
+	// What is written so far: whether the transaction has begun, how many inputs (a prefix of in) are written,
+	// and their partitions; written during the assembly counts the inputs written before it ended.
+	begun        bool
+	written      int
+	writtenParts map[stream.TopicPartition]bool
+	early        int
+	// ready is the rest of the assembled batch, prepared on the loop's goroutine for the transaction to write.
+	ready *chunk
+	// doomed says why a batch was abandoned during its assembly (its transaction aborted): *abortable, or fatal.
+	doomed error
+	// Counted as inputs are prepared: outputs written, every record written (outputs and dead letters), dead
+	// letters per stage.
+	outputs, produced int
+	deadByStage       map[string]int
+
+	// When each step began or ended, and how long the steps that run piecewise took in all, for the rate
+	// controller, the metrics and the debug log. The transaction's goroutine writes its steps before it closes
+	// its flight's done, and the loop reads them after.
+	started, assembled, sent, began, offsetting, committing, ended time.Time
+	preparation, producing, duringAssembly, preparedRest           time.Duration
+}
+
+// chunk is what a run of a batch's inputs becomes: the inputs left after de-duplication, what is written for
+// them (the first outputs records are outputs, the rest dead letters), from[i] the index in kept of the input
+// out[i] came from, and the de-duplication store's changelog records.
+type chunk struct {
 	kept, out, changelog []stream.Record
 	from                 []int
-	outputs, produced    int // outputs among out, and len(out)
-	deadByStage          map[string]int
-
-	// When each step began or ended, for the rate controller, the metrics and the debug log. The transaction's
-	// goroutine writes its steps before it closes its flight's done, and the loop reads them after.
-	started, assembled                              time.Time
-	preparation                                     time.Duration // de-duplication and transform
-	began, producing, offsetting, committing, ended time.Time
+	outputs              int
 }
 
 // flight is a batch's transaction running on its own goroutine.
@@ -51,19 +69,84 @@ type flight struct {
 func (l *Loop) send(work, settle context.Context, b *batch) {
 	f := &flight{batch: b, done: make(chan struct{})}
 	l.inflight = f
+	b.sent = time.Now()
 	go func() {
 		defer close(f.done)
 		f.err = l.transact(work, settle, b)
 	}()
 }
 
-// awaitInFlight blocks until the transaction in flight, if any, has committed or aborted. It is the consumer's
-// revoke barrier: a revocation or loss, served inside Assemble on the loop's goroutine, lets the partitions go
-// only once the records of theirs that the transaction holds are committed or discarded. Their next owner then
-// reads the committed offsets the transaction left, neither before it nor behind it.
+// awaitInFlight blocks until the transaction in flight, if any, has committed or aborted.
 func (l *Loop) awaitInFlight() {
 	if f := l.inflight; f != nil {
 		<-f.done
+	}
+}
+
+// revokeBarrier is what a revocation or loss, served inside Assemble on the loop's goroutine, waits for before
+// the partitions go: the transaction in flight, so that their next owner reads the committed offsets it leaves,
+// neither before it nor behind it. If the batch being assembled has begun its transaction and written records of
+// a partition going, that transaction is aborted too, and the batch with it (the loop rewinds): committed, those
+// records would be written again by the partition's next owner. Its other records that no transaction holds the
+// consumer drops.
+func (l *Loop) revokeBarrier(work, settle context.Context) func(revoked []stream.TopicPartition) {
+	return func(revoked []stream.TopicPartition) {
+		l.awaitInFlight()
+		b := l.assembling
+		if b == nil || b.doomed != nil || b.written == 0 {
+			return
+		}
+		for _, tp := range revoked {
+			if !b.writtenParts[tp] {
+				continue
+			}
+			ab := &abortable{step: "revoked", err: fmt.Errorf("partition %s revoked or lost while the open transaction held records of it", tp)}
+			b.doomed = ab
+			if err := l.abortOpen(work, settle, ab.step, true); err != nil {
+				b.doomed = err
+			}
+			return
+		}
+	}
+}
+
+// writeAhead is the consumer's batch sink: once the previous transaction has committed, the batch being
+// assembled begins its own and writes its records (transformed, de-duplicated, dead letters and all) as they
+// arrive, instead of all at once when the batch ends. A record then waits for its batch's offsets and commit, no
+// longer for the whole batch to be written first. While the previous transaction still runs, records wait in the
+// batch; if it failed, the loop drops the batch when it lands it. A failure aborts the open transaction and ends
+// the assembly.
+func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Record) error {
+	return func(in []stream.Record) error {
+		b := l.assembling
+		if b == nil {
+			return nil
+		}
+		if b.doomed != nil {
+			return b.doomed
+		}
+		if !b.begun {
+			if f := l.inflight; f != nil {
+				select {
+				case <-f.done:
+				default:
+					return nil
+				}
+				if f.err != nil {
+					return nil
+				}
+				committed, _ := l.land()
+				l.committedEarly = l.committedEarly || committed
+			}
+		}
+		start := time.Now()
+		err := l.write(work, settle, b, in)
+		b.duringAssembly += time.Since(start)
+		l.beat()
+		if err != nil {
+			b.doomed = err
+		}
+		return err
 	}
 }
 
@@ -87,8 +170,8 @@ func (l *Loop) inFlight() bool {
 // abortFlushBound is how long an abort waits for the transaction's outputs to be delivered first.
 const abortFlushBound = 5 * time.Second
 
-// transact runs the batch's transaction (begin, produce the outputs, dead letters and changelog, send the
-// offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
+// transact finishes the batch's transaction (begin if it has not begun, write the inputs not written yet, send
+// the offsets, commit) and, when a step fails abortably, aborts it before returning: whoever waits for the flight
 // (a revocation, the next batch) finds the transaction settled.
 func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	err := l.transactSteps(work, settle, b)
@@ -98,38 +181,128 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 		// output must not see more records than the metrics.
 		l.Metrics.committed(b.records, b.outputs, b.deadByStage, b.ended.Sub(b.started), b.ended.Sub(b.committing))
 	}
-	var ab *abortable
-	if errors.As(err, &ab) && l.open {
-		if !b.offsetting.IsZero() || len(ab.refusedInputs) > 0 {
-			// The outputs were all handed over (the producer refused some for themselves, or the failure came
-			// after producing): let them be delivered first. An abort that reaches the coordinator before the
-			// partitions these records add to the transaction is answered with a fatal INVALID_TXN_STATE
-			// (librdkafka 2.11; the chaos row deleting an input topic, whose lost partition aborts the batch
-			// right after producing, exited 1 on it). Bounded: a broker that is down must not hold the abort
-			// for a message timeout.
-			flushCtx, cancel := context.WithTimeout(work, abortFlushBound)
-			_ = l.Producer.Flush(flushCtx)
-			cancel()
+	if ab := asAbortable(err); ab != nil {
+		// Any failure in writing the batch has aborted it already (write): this one came after every output was
+		// handed over.
+		if aerr := l.abortOpen(work, settle, ab.step, true); aerr != nil {
+			return aerr
 		}
-		// Abort is retried like commit: its outcome must be known before a new transaction can begin.
-		if aerr := l.retry(settle, l.Producer.Abort); aerr != nil {
-			return fmt.Errorf("abort transaction after %s failed: %w", ab.step, aerr)
-		}
-		l.open = false
 	}
 	return err
 }
 
-func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
-	b.began = time.Now()
-	if err := l.Producer.Begin(); err != nil {
-		return l.classify("begin", err)
+// abortOpen aborts the open transaction, if one is, after letting what it produced be delivered (flush: records
+// were handed over, not only refused): an abort that
+// reaches the coordinator before the partitions these records add to the transaction is answered with a fatal
+// INVALID_TXN_STATE (librdkafka 2.11; the chaos row deleting an input topic, whose lost partition aborts the
+// batch right after producing, exited 1 on it). The wait is bounded: a broker that is down must not hold the
+// abort for a message timeout. The abort itself is retried like a commit, as its outcome must be known before a
+// new transaction can begin; an error means it failed for good (fatal).
+func (l *Loop) abortOpen(work, settle context.Context, step string, flush bool) error {
+	if !l.open {
+		return nil
 	}
-	l.open = !l.AtLeastOnce
-	b.producing = time.Now()
-	err := l.produceBatch(work, b)
-	// The producer has copied the records: the batch's records and everything built on them can go.
-	b.in, b.kept, b.out, b.from, b.changelog = nil, nil, nil, nil, nil
+	if flush {
+		flushCtx, cancel := context.WithTimeout(work, abortFlushBound)
+		_ = l.Producer.Flush(flushCtx)
+		cancel()
+	}
+	if err := l.retry(settle, l.Producer.Abort); err != nil {
+		return fmt.Errorf("abort transaction after %s failed: %w", step, err)
+	}
+	l.open = false
+	return nil
+}
+
+// write hands the batch's inputs not written yet (in[b.written:], in being the batch so far) to the producer,
+// prepared (b.ready) or preparing them now, and begins the transaction first if it has not begun. A record not
+// tolerated (StopOnBadRecord) stops it before the transaction begins, if it has not; any failure once it has
+// aborts it.
+func (l *Loop) write(work, settle context.Context, b *batch, in []stream.Record) error {
+	return l.abortOnFailure(work, settle, b, l.writeSteps(work, b, in))
+}
+
+// prepareRest prepares the inputs of the assembled batch that were not written during its assembly, on the
+// loop's goroutine (the de-duplication store is used there only), for its transaction to write.
+func (l *Loop) prepareRest(work, settle context.Context, b *batch) error {
+	if b.ready != nil || b.written == len(b.in) {
+		return nil
+	}
+	start := time.Now()
+	c, err := l.prepare(work, b, b.in[b.written:])
+	b.ready, b.preparedRest = c, time.Since(start)
+	return l.abortOnFailure(work, settle, b, err)
+}
+
+// abortOnFailure aborts the batch's transaction, if it has begun and is open, when err is abortable or a record
+// not tolerated, and returns err (or the abort's failure). A batch whose transaction has not begun leaves
+// l.open alone: it may be the previous batch's, still running beside it.
+func (l *Loop) abortOnFailure(work, settle context.Context, b *batch, err error) error {
+	if err == nil || !b.begun {
+		return err
+	}
+	// What was handed over before the failure is let be delivered first: the earlier runs of the batch, and the
+	// rest of a run a record of which the producer refused for itself.
+	flush := b.written > 0
+	step := ""
+	var bad *notTolerated
+	if ab := asAbortable(err); ab != nil {
+		step, flush = ab.step, flush || len(ab.refusedInputs) > 0
+	} else if errors.As(err, &bad) {
+		step = "prepare"
+	}
+	if step != "" {
+		if aerr := l.abortOpen(work, settle, step, flush); aerr != nil {
+			return aerr
+		}
+	}
+	return err
+}
+
+func (l *Loop) writeSteps(work context.Context, b *batch, in []stream.Record) error {
+	rest := in[b.written:]
+	c := b.ready
+	b.ready = nil
+	if c == nil && len(rest) > 0 {
+		var err error
+		if c, err = l.prepare(work, b, rest); err != nil {
+			return err
+		}
+	}
+	if !b.begun {
+		b.began = time.Now()
+		if err := l.Producer.Begin(); err != nil {
+			return l.classify("begin", err)
+		}
+		b.begun, l.open = true, !l.AtLeastOnce
+	}
+	if c == nil {
+		return nil
+	}
+	start := time.Now()
+	err := l.produce(work, c)
+	b.producing += time.Since(start)
+	if err != nil {
+		return err
+	}
+	if b.writtenParts == nil {
+		b.writtenParts = map[stream.TopicPartition]bool{}
+	}
+	var last stream.TopicPartition
+	for i := range rest {
+		if i == 0 || rest[i].Topic != last.Topic || rest[i].Partition != last.Partition {
+			last = rest[i].TopicPartition()
+			b.writtenParts[last] = true
+		}
+	}
+	b.written = len(in)
+	return nil
+}
+
+func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
+	err := l.write(work, settle, b, b.in)
+	// The producer has copied the records: the batch's records can go.
+	b.in = nil
 	if err != nil {
 		return err
 	}
@@ -178,10 +351,10 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	return nil
 }
 
-// produceBatch hands the batch's outputs, dead letters and changelog records to the producer.
-func (l *Loop) produceBatch(work context.Context, b *batch) error {
+// produce hands a chunk's outputs, dead letters and changelog records to the producer.
+func (l *Loop) produce(work context.Context, c *chunk) error {
 	if limit, ok := l.TopicMaxBytes[l.DeadLetterTopic]; ok {
-		for _, d := range b.out[b.outputs:] {
+		for _, d := range c.out[c.outputs:] {
 			if n := produce.EncodedSize(d) + produce.RecordBatchOverhead; n > limit {
 				// Nothing is left to fall back on: the broker would refuse the batch on every redo.
 				return fmt.Errorf("dead letter of %s is %d bytes in a record batch, above the dead-letter topic %q's "+
@@ -191,19 +364,19 @@ func (l *Loop) produceBatch(work context.Context, b *batch) error {
 	}
 	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
 	// of the batch deals with all of its refused records rather than one redo each.
-	refused, err := l.Producer.Produce(work, b.out)
+	refused, err := l.Producer.Produce(work, c.out)
 	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
 		return l.classify("produce", err)
 	}
 	if len(refused) > 0 {
-		inputs, ferr := refusedInputs(b, refused, err)
+		inputs, ferr := refusedInputs(c, refused, err)
 		if ferr != nil {
 			return ferr
 		}
 		return &abortable{step: "produce", err: err, refusedInputs: inputs}
 	}
-	if len(b.changelog) > 0 {
-		if err := l.Producer.ProduceToPartitions(work, b.changelog); err != nil {
+	if len(c.changelog) > 0 {
+		if err := l.Producer.ProduceToPartitions(work, c.changelog); err != nil {
 			return l.classify("produce_changelog", err)
 		}
 	}
