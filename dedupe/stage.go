@@ -31,8 +31,11 @@ type Stage struct {
 	// Observer, when set, is told about restores and dropped duplicates (metrics).
 	Observer Observer
 
-	stores    map[stream.TopicPartition]*Store
-	touched   map[stream.TopicPartition]*Store
+	stores  map[stream.TopicPartition]*Store
+	touched map[stream.TopicPartition]*Store
+	// emitted counts, per touched store, the changes Filter already returned as changelog records: a batch may be
+	// filtered in several runs (as its records arrive), each of which must write only its own changes.
+	emitted   map[stream.TopicPartition]int
 	restoring map[stream.TopicPartition]*restore
 	slots     chan struct{} // one per restore reading at a time
 }
@@ -73,7 +76,8 @@ type Rejected struct {
 }
 
 // Filter returns the records of in that are not duplicates, the records without an identity, and the changelog
-// records (Topic and Partition set) that must be committed with the batch. An error (a restore failed) leaves no
+// records (Topic and Partition set) of the changes it made, which must be committed with the batch. A batch may
+// be filtered in several calls before Committed or Aborted: each returns only its own changes. An error (a restore failed) leaves no
 // trace in the stores; the loop aborts the batch.
 func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []Rejected, changelog []stream.Record, err error) {
 	s.init()
@@ -100,9 +104,11 @@ func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.R
 	}
 	for tp, store := range s.touched {
 		topic := s.ChangelogTopic(tp.Topic)
-		for _, m := range store.Changes() {
+		changes := store.Changes()
+		for _, m := range changes[s.emitted[tp]:] {
 			changelog = append(changelog, stream.Record{Topic: topic, Partition: tp.Partition, Key: m.Key(), Value: m.Value()})
 		}
+		s.emitted[tp] = len(changes)
 	}
 	if s.Observer != nil {
 		for tp, n := range dropped {
@@ -116,6 +122,7 @@ func (s *Stage) init() {
 	if s.stores == nil {
 		s.stores = map[stream.TopicPartition]*Store{}
 		s.touched = map[stream.TopicPartition]*Store{}
+		s.emitted = map[stream.TopicPartition]int{}
 		s.restoring = map[stream.TopicPartition]*restore{}
 		s.slots = make(chan struct{}, concurrentRestores)
 	}
@@ -241,6 +248,7 @@ func (s *Stage) Committed() {
 		}
 		delete(s.touched, tp)
 	}
+	clear(s.emitted)
 }
 
 // Aborted returns the stores to their committed state: the batch will be read again.
@@ -249,6 +257,7 @@ func (s *Stage) Aborted() {
 		st.Rollback()
 		delete(s.touched, tp)
 	}
+	clear(s.emitted)
 }
 
 // Forget drops the stores of partitions this instance no longer owns; if one comes back, it is restored again
@@ -262,6 +271,7 @@ func (s *Stage) Forget(partitions []stream.TopicPartition) {
 		if st, ok := s.touched[tp]; ok {
 			st.Rollback()
 			delete(s.touched, tp)
+			delete(s.emitted, tp)
 		}
 		if _, ok := s.stores[tp]; ok {
 			delete(s.stores, tp)

@@ -246,3 +246,50 @@ func TestRestoresReadAFewAtATime(t *testing.T) {
 		t.Errorf("%d restores, at most %d at once; want %d, at most %d", g.calls, g.most, partitions, concurrentRestores)
 	}
 }
+
+// A batch filtered in several calls (as its records arrive) writes each change to the changelog once: every
+// call returns its own changes, not those of the calls before it; after the batch commits or aborts, the next
+// one starts afresh.
+func TestEachFilterCallReturnsOnlyItsOwnChanges(t *testing.T) {
+	spec, err := ParseIdentitySpec("key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Stage{Identity: spec, Store: Config{Window: time.Hour, MaxEntries: 100},
+		ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: changelogOf(0)}
+	rec := func(key string) stream.Record {
+		return stream.Record{Topic: "in", Key: []byte(key), Timestamp: time.Now()}
+	}
+	ids := func(changelog []stream.Record) []string {
+		var out []string
+		for _, r := range changelog {
+			out = append(out, string(r.Key))
+		}
+		return out
+	}
+	for i, step := range []struct {
+		in   []string
+		then func()
+		want []string
+	}{
+		{in: []string{"a", "b"}, want: []string{"a", "b"}},
+		{in: []string{"c", "a"}, want: []string{"c"}, then: s.Committed},
+		{in: []string{"d"}, want: []string{"d"}, then: s.Aborted},
+		{in: []string{"d", "e"}, want: []string{"d", "e"}},
+	} {
+		var in []stream.Record
+		for _, k := range step.in {
+			in = append(in, rec(k))
+		}
+		_, _, changelog, err := s.Filter(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(changelog); !slices.Equal(got, step.want) {
+			t.Errorf("call %d: changelog keys %q, want %q", i+1, got, step.want)
+		}
+		if step.then != nil {
+			step.then()
+		}
+	}
+}
