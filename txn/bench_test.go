@@ -36,7 +36,7 @@ func BenchmarkBatchIdentity(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		bt, err := l.assemble(ctx)
+		bt, err := l.assemble(ctx, ctx, ctx)
 		if err == nil {
 			bt.sent = time.Now()
 			err = l.transact(ctx, ctx, bt)

@@ -73,9 +73,9 @@ type BatchStats struct {
 	// Records is the number of input records in the batch, per partition in PerPartition.
 	Records      int
 	PerPartition map[stream.TopicPartition]int64
-	// Processing is the work the batch itself took after its assembly: de-duplication, transform and its
-	// transaction (begin, produce, send offsets, commit). Waiting for the previous batch's transaction is not
-	// in it.
+	// Processing is the work the batch itself took: de-duplication, transform and its transaction (begin,
+	// produce, send offsets, commit), whether done during its assembly (as its records arrived) or after it.
+	// Waiting for the previous batch's transaction is not in it.
 	Processing time.Duration
 	// Duration is the whole batch, from the start of its assembly to the end of its commit.
 	Duration time.Duration

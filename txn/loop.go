@@ -135,7 +135,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	aborts := 0
 	for ctx.Err() == nil {
 		l.beat()
-		next, err := l.assemble(ctx)
+		next, err := l.assemble(ctx, work, settle)
 		if err == nil && next != nil && l.Dedupe == nil {
 			// Prepared while the previous transaction commits, if it still does. With de-duplication it waits
 			// for that transaction's outcome first: the store holds one batch's pending changes at a time.
@@ -248,7 +248,7 @@ func (l *Loop) defaults() {
 
 // assemble polls the next batch within the rate controller's budgets; nil when nothing arrived. It is the only
 // place the consumer is polled, hence the only place a rebalance can land.
-func (l *Loop) assemble(ctx context.Context) (*batch, error) {
+func (l *Loop) assemble(ctx, work, settle context.Context) (*batch, error) {
 	lags := l.Consumer.Lags()
 	l.Metrics.observeAssignment(lags)
 	budgets := l.Budgeter.Budgets(l.restored(ctx, lags), l.interval)
@@ -263,6 +263,13 @@ func (l *Loop) assemble(ctx context.Context) (*batch, error) {
 		err = b.doomed
 	}
 	if err != nil {
+		if b.doomed == nil && b.begun {
+			// The consumer failed for good after the batch began writing: the process exits, and its
+			// transaction must not hold the output's readers back until the broker times it out.
+			if aerr := l.abortOpen(work, settle, "assemble", true); aerr != nil {
+				l.Logger.Warn("abort the batch's transaction after the consumer failed", "error", aerr)
+			}
+		}
 		return nil, fmt.Errorf("assemble batch: %w", err)
 	}
 	if len(in) == 0 {

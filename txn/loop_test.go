@@ -46,6 +46,7 @@ type fakeConsumer struct {
 	chunked      bool
 	beforeRecord func(assembly, record int)
 	gone         map[stream.TopicPartition]bool // revoked during the current assembly
+	failNow      error                          // set by beforeRecord: the assembly fails with it
 	// assembling, if set, is called at the start of every Assemble with its number (from 1): a rebalance there
 	// calls barrier, as the real consumer's callback does.
 	assembling func(n int)
@@ -117,6 +118,9 @@ func (c *fakeConsumer) showRecordByRecord(batch []stream.Record) ([]stream.Recor
 	for i, r := range batch {
 		if c.beforeRecord != nil {
 			c.beforeRecord(c.assembles, i)
+		}
+		if c.failNow != nil {
+			return nil, c.failNow
 		}
 		pending = slices.DeleteFunc(pending, func(r stream.Record) bool { return c.gone[r.TopicPartition()] })
 		if c.gone[r.TopicPartition()] {
@@ -1220,5 +1224,101 @@ func TestARecordNotToleratedAbortsTheTransactionItsBatchBegan(t *testing.T) {
 	}
 	if want := []string{"init", "begin", "produce", "send_offsets", "commit", "begin", "produce", "flush", "abort"}; !slices.Equal(p.calls, want) {
 		t.Errorf("calls\n got %v\nwant %v", p.calls, want)
+	}
+}
+
+// TestARefusedOutputWrittenDuringAssemblyIsDeadLetteredOnTheRedo: an output the producer refuses for itself
+// while its batch is written during the assembly aborts the batch once, like one refused at the batch's end, and
+// the redo dead-letters its input instead of being refused again and again.
+func TestARefusedOutputWrittenDuringAssemblyIsDeadLetteredOnTheRedo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel, chunked: true}
+	p := &fakeProducer{fail: map[string][]error{"produce": {nil, refusedErr()}}}
+	c.producer = p
+	c.beforeRecord = func(assembly, i int) {
+		if assembly == 2 {
+			c.barrier(nil) // batch 1 commits first: batch 2's record is written as it arrives
+		}
+	}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.rewinds != 1 {
+		t.Errorf("rewinds = %d, want 1", c.rewinds)
+	}
+	last := p.produced[len(p.produced)-1]
+	if last.Topic != "dlq" || header(last, stream.SourceHeader) != "in/0/5" || header(last, HeaderErrorStage) != StageProduce {
+		t.Errorf("last record written %s from %s (stage %q), want in/0/5's dead letter", last.Topic, header(last, stream.SourceHeader), header(last, HeaderErrorStage))
+	}
+	if want := []map[stream.TopicPartition]int64{{p0: 5}, {p0: 6}}; !slices.EqualFunc(p.offsets, want, maps.Equal) {
+		t.Errorf("offsets %v, want %v", p.offsets, want)
+	}
+}
+
+// TestAConsumerFailureAbortsTheTransactionItsBatchBegan: when the consumer fails for good after the batch being
+// assembled began writing, its transaction is aborted before the loop returns the error, instead of holding the
+// output's read_committed readers back until the broker times it out.
+func TestAConsumerFailureAbortsTheTransactionItsBatchBegan(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(0, 6)}}, stop: cancel, chunked: true}
+	p := &fakeProducer{}
+	c.producer = p
+	c.beforeRecord = func(assembly, i int) {
+		switch {
+		case assembly == 2 && i == 0:
+			c.barrier(nil)
+		case assembly == 2 && i == 1:
+			c.failNow = errors.New("consumer fenced")
+		}
+	}
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out"}
+	if err := l.Run(ctx); err == nil || !strings.Contains(err.Error(), "consumer fenced") {
+		t.Fatalf("Run = %v, want the consumer's error", err)
+	}
+	if want := []string{"init", "begin", "produce", "send_offsets", "commit", "begin", "produce", "flush", "abort"}; !slices.Equal(p.calls, want) {
+		t.Errorf("calls\n got %v\nwant %v", p.calls, want)
+	}
+}
+
+// TestWithDeduplicationARevocationHoldsTheRestOfTheBatchBack: with de-duplication, once a partition was revoked
+// during the assembly nothing more is written before the batch ends, when the revoked partitions' stores are
+// dropped: a partition assigned back meanwhile is judged by its restored state, not the one it had.
+func TestWithDeduplicationARevocationHoldsTheRestOfTheBatchBack(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(1, 7), rec(1, 8), rec(1, 9)}}, stop: cancel, chunked: true}
+	p := &fakeProducer{}
+	c.producer = p
+	var writtenBefore []int
+	c.beforeRecord = func(assembly, i int) {
+		if assembly != 2 {
+			return
+		}
+		if i == 0 {
+			c.barrier(nil)
+		}
+		if i == 1 {
+			c.revokeNow(p0) // none of its records in this batch: the transaction stays
+		}
+		writtenBefore = append(writtenBefore, len(p.produced))
+	}
+	stage := &dedupe.Stage{ChangelogTopic: func(in string) string { return in + "-changelog" }, Restorer: emptyChangelog{}}
+	l := &Loop{Consumer: c, Producer: p, Dedupe: stage, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Batch 1 wrote its output and changelog record, and in/1/7 its own as it arrived; after the revocation
+	// nothing more until the batch ended.
+	if want := []int{2, 4, 4}; !slices.Equal(writtenBefore, want) {
+		t.Errorf("records written before each of batch 2's records arrived = %v, want %v", writtenBefore, want)
+	}
+	if want := []map[stream.TopicPartition]int64{{p0: 5}, {p1: 10}}; !slices.EqualFunc(p.offsets, want, maps.Equal) {
+		t.Errorf("offsets %v, want %v", p.offsets, want)
+	}
+	if n := len(p.produced); n != 8 {
+		t.Errorf("%d records written, want 8: four outputs, each with one changelog record", n)
 	}
 }

@@ -36,6 +36,8 @@ type batch struct {
 	ready *chunk
 	// doomed says why a batch was abandoned during its assembly (its transaction aborted): *abortable, or fatal.
 	doomed error
+	// sawRevocation says partitions were revoked or lost during the assembly.
+	sawRevocation bool
 	// Counted as inputs are prepared: outputs written, every record written (outputs and dead letters), dead
 	// letters per stage.
 	outputs, produced int
@@ -93,6 +95,9 @@ func (l *Loop) revokeBarrier(work, settle context.Context) func(revoked []stream
 	return func(revoked []stream.TopicPartition) {
 		l.awaitInFlight()
 		b := l.assembling
+		if b != nil && len(revoked) > 0 {
+			b.sawRevocation = true
+		}
 		if b == nil || b.doomed != nil || b.written == 0 {
 			return
 		}
@@ -139,11 +144,19 @@ func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Reco
 				l.committedEarly = l.committedEarly || committed
 			}
 		}
+		if l.Dedupe != nil && b.sawRevocation {
+			// The revoked partitions' stores go only once the assembly ends (Forget): one of them assigned
+			// back meanwhile must not be judged by the state it had before. The rest waits for the batch's end.
+			return nil
+		}
 		start := time.Now()
 		err := l.write(work, settle, b, in)
 		b.duringAssembly += time.Since(start)
 		l.beat()
 		if err != nil {
+			if ab := asAbortable(err); ab != nil {
+				l.rememberRefused(ab) // for the redo, as land does for a transaction that failed in flight
+			}
 			b.doomed = err
 		}
 		return err
