@@ -368,7 +368,8 @@ func (l *Loop) report(b *batch) {
 	if l.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		l.Logger.Debug("batch committed", "records_in", b.records, "records_out", b.outputs, "dead_lettered", dead,
 			"partitions", len(b.offsets), "input", b.ranges, "written_during_assembly", b.early,
-			"assembly", b.assembled.Sub(b.started), "processing", processing, "transform", b.preparation,
+			"duration", b.ended.Sub(b.started), "assembly", b.assembled.Sub(b.started), "processing", processing,
+			"transform", b.preparation,
 			"waited", b.sent.Sub(b.assembled)-b.preparedRest, "produce", b.producing,
 			"send_offsets", b.committing.Sub(b.offsetting), "commit", b.ended.Sub(b.committing))
 	}
