@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -73,5 +74,32 @@ func TestIdentityAllocatesTwicePerRecord(t *testing.T) {
 	ctx := context.Background()
 	if allocs := testing.AllocsPerRun(100, func() { _, _ = Identity(ctx, in) }); allocs != 2 {
 		t.Errorf("Identity allocates %v times per record, want 2", allocs)
+	}
+}
+
+// IdentityWriter's outputs are Identity's, over more records than one block of source headers holds, with and
+// without headers and with a source too long for a block's slot; an input without headers costs no allocation
+// of its own, only a share of its block's.
+func TestIdentityWriterWritesWhatIdentityDoes(t *testing.T) {
+	long := "a-topic-name-far-longer-than-the-fifty-six-bytes-a-slot-holds"
+	var w IdentityWriter
+	for i := range 3*identityBlock + 7 {
+		in := Record{Topic: "in", Partition: int32(i % 6), Offset: int64(i), Key: []byte("k"), Value: []byte("v"),
+			Timestamp: time.UnixMilli(int64(i))}
+		switch i % 5 {
+		case 1:
+			in.Headers = []Header{{Key: "h", Value: []byte("x")}, {Key: SourceHeader, Value: []byte("up/0/1")}}
+		case 2:
+			in.Topic = long
+		}
+		want, _ := Identity(context.Background(), in)
+		got := w.Output(in)
+		if !reflect.DeepEqual(got, want[0]) {
+			t.Fatalf("record %d: IdentityWriter wrote %+v, Identity %+v", i, got, want[0])
+		}
+	}
+	in := Record{Topic: "in", Partition: 1, Offset: 5, Value: []byte("v")}
+	if allocs := testing.AllocsPerRun(10*identityBlock, func() { _ = w.Output(in) }); allocs > 0.01 {
+		t.Errorf("IdentityWriter allocates %v times per record, want one block per %d records", allocs, identityBlock)
 	}
 }

@@ -18,7 +18,7 @@ import (
 type Loop struct {
 	Consumer  Consumer
 	Producer  Producer
-	Transform stream.Transform // nil: stream.Identity
+	Transform stream.Transform // nil: stream.Identity (written with fewer allocations than when passed)
 	Budgeter  Budgeter         // nil: Unlimited, up to the consumer's batch size
 	Dedupe    Deduplicator     // nil: no de-duplication
 
@@ -75,6 +75,9 @@ type Loop struct {
 	// refused holds the inputs one of whose outputs the producer refused: the redo dead-letters them. Loop
 	// goroutine only.
 	refused map[position]error
+	// identity writes the outputs when the transform is the default one: Identity's, without its allocations.
+	// Used by whichever goroutine transforms, one at a time.
+	identity *stream.IdentityWriter
 	// fitsAll is the largest EncodedSize every limit accepts (the producer's and every known topic's), so that
 	// checkSizes looks an output's topic up only for the rare output above it; 0 when there are no limits.
 	fitsAll int
@@ -212,6 +215,7 @@ func cancelAfter(parent, ctx context.Context, d time.Duration, cancel context.Ca
 func (l *Loop) defaults() {
 	if l.Transform == nil {
 		l.Transform = stream.Identity
+		l.identity = &stream.IdentityWriter{}
 	}
 	l.interval, l.maxRecords = l.Consumer.Batching()
 	if l.Budgeter == nil {

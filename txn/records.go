@@ -69,6 +69,7 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 	// Most transforms emit one record per input: sized once instead of regrown (and recopied) ~log2(n) times.
 	out = make([]stream.Record, 0, len(in))
 	from = make([]int, 0, len(in))
+	var one [1]stream.Record // the default transform's output, copied into out at once
 	for i, r := range in {
 		if len(l.refused) > 0 {
 			if reason, ok := l.refused[positionOf(r)]; ok {
@@ -77,7 +78,14 @@ func (l *Loop) transform(work context.Context, in []stream.Record) (out []stream
 				continue
 			}
 		}
-		res, terr := l.apply(work, r)
+		var res []stream.Record
+		var terr error
+		if l.identity != nil {
+			one[0] = l.identity.Output(r)
+			res = one[:]
+		} else {
+			res, terr = l.apply(work, r)
+		}
 		if terr != nil {
 			if work.Err() != nil {
 				return nil, nil, nil, fmt.Errorf("transform %s: %w", r.Source(), context.Cause(work))
