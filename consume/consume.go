@@ -89,9 +89,10 @@ type client interface {
 	Close() error
 }
 
-// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold, SetBatchSink
-// and Close must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined, CommitOffsets and OffsetResets
-// may be called from any (the loop's transactions run beside its next assembly, /readyz beside both).
+// Consumer is one group member. Assemble, Rewind, Lags, TakeRevoked, SetRevokeBarrier, SetBatchHold,
+// SetBatchSink and Close must be called from one goroutine (the loop); Assigned, GroupMetadata, Joined,
+// CommitOffsets and OffsetResets may be called from any (the loop's transactions run beside its next assembly,
+// /readyz beside both).
 type Consumer struct {
 	k         client
 	log       *slog.Logger
@@ -425,7 +426,7 @@ func (c *Consumer) SetRevokeBarrier(wait func(revoked []stream.TopicPartition)) 
 	c.beforeRevoke = wait
 }
 
-// SetBatchSink sets what Assemble shows the batch so far, after every poll that added records to it (nil:
+// SetBatchSink sets what Assemble shows the batch so far, after every poll that changed it (nil:
 // nothing), so that the loop can write records while the batch is still being assembled. The batch grows by
 // appending; a revocation only drops records of the revoked partitions, so a prefix without them stays as it
 // was. An error from sink ends Assemble, which returns it.
