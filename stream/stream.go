@@ -114,6 +114,11 @@ func (w *IdentityWriter) Output(in Record) Record {
 	}
 	h := &w.block[0]
 	w.block = w.block[1:]
+	return h.output(in)
+}
+
+// output is Identity's output for an input without headers, its header and source kept in h.
+func (h *sourceHeader) output(in Record) Record {
 	h.header[0] = Header{Key: SourceHeader, Value: in.AppendSource(h.source[:0:len(h.source)])}
 	return Record{Key: in.Key, Value: in.Value, Headers: h.header[:], Timestamp: in.Timestamp}
 }
@@ -123,9 +128,7 @@ func (w *IdentityWriter) Output(in Record) Record {
 func Identity(_ context.Context, in Record) ([]Record, error) {
 	if len(in.Headers) == 0 {
 		// The usual case, in two allocations instead of four: it runs once per record.
-		h := new(sourceHeader)
-		h.header[0] = Header{Key: SourceHeader, Value: in.AppendSource(h.source[:0:len(h.source)])}
-		return []Record{{Key: in.Key, Value: in.Value, Headers: h.header[:], Timestamp: in.Timestamp}}, nil
+		return []Record{new(sourceHeader).output(in)}, nil
 	}
 	headers := make([]Header, 0, len(in.Headers)+1)
 	for _, h := range in.Headers {
