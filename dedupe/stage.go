@@ -77,8 +77,8 @@ type Rejected struct {
 
 // Filter returns the records of in that are not duplicates, the records without an identity, and the changelog
 // records (Topic and Partition set) of the changes it made, which must be committed with the batch. A batch may
-// be filtered in several calls before Committed or Aborted: each returns only its own changes. An error (a restore failed) leaves no
-// trace in the stores; the loop aborts the batch.
+// be filtered in several calls before Committed or Aborted: each returns only its own changes. An error (a
+// restore failed) leaves no trace in the stores; the loop aborts the batch.
 func (s *Stage) Filter(ctx context.Context, in []stream.Record) (kept []stream.Record, rejected []Rejected, changelog []stream.Record, err error) {
 	s.init()
 	dropped := map[stream.TopicPartition]int{}
