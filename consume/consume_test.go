@@ -158,3 +158,18 @@ func TestAHeldBatchGoesOnPastItsInterval(t *testing.T) {
 		t.Errorf("hold asked %d times, want it asked again while it held", checks)
 	}
 }
+
+func TestPrefetchIsAQuarterBatchPerPartitionWithinBounds(t *testing.T) {
+	for _, tc := range []struct{ maxBatch, want int }{
+		{1, 1000},
+		{2000, 1000},
+		{8000, 2000},
+		{DefaultMaxBatchRecords, 5000},
+		{50000, 5000},
+		{1000000, 5000},
+	} {
+		if got := prefetchRecords(tc.maxBatch); got != tc.want {
+			t.Errorf("prefetchRecords(%d) = %d, want %d", tc.maxBatch, got, tc.want)
+		}
+	}
+}
