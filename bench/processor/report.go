@@ -21,6 +21,7 @@ type Results struct {
 	Took      string    `json:"took"`
 	Machine   Machine   `json:"machine"`
 	Ceilings  []Ceiling `json:"ceilings"`
+	Warmups   []Run     `json:"warmups,omitempty"` // each backlog's first drain, before the timed ones, in no median
 	Runs      []Run     `json:"throughput"`
 	Latencies []Latency `json:"latency"`
 	Profile   Profile   `json:"profile"`
@@ -292,7 +293,15 @@ func (r *Results) writeMarkdown(w io.Writer) {
 	}
 
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Draining the backlog (time from process start to every offset committed), medians of %d runs each:\n", r.repeats())
+	fmt.Fprintf(w, "Draining the backlog (time from process start to every offset committed), medians of %d runs each", r.repeats())
+	if len(r.Warmups) > 0 {
+		fmt.Fprintf(w, ", after a first drain of each backlog left out (%s %s", r.Warmups[0].Peer, r.Warmups[0].Guarantee)
+		for _, warm := range r.Warmups {
+			fmt.Fprintf(w, "; %s: %.0f records/s", warm.Workload, warm.RecordsPerSec)
+		}
+		fmt.Fprint(w, ")")
+	}
+	fmt.Fprintln(w, ":")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| records | peer | guarantee | batch / commit interval | seconds | start-up s | records/s | MB/s | vs copy ceiling | CPU s / M records | peak RSS MB |")
 	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
