@@ -215,39 +215,9 @@ func New(cfg Config) (*Consumer, error) {
 	if maxPoll <= 0 {
 		maxPoll = 5 * time.Minute
 	}
-	owned := ownedProperties(cfg, reset, maxPoll)
-	props := map[string]string{
-		// Prefetch, sized from the batch: librdkafka fetches a partition again while it holds fewer than
-		// queued.min.messages of its records (librdkafka's default, 100,000 per partition, is many batches of
-		// records and their bookkeeping in memory), and at most queued.max.messages.kbytes of records in all. A
-		// partition above either waits fetch.queue.backoff.ms before its next fetch: librdkafka's default of 1 s
-		// left batches waiting for records once the prefetch was sized for about one batch. Records carried over
-		// between batches add at most maxCarry per partition.
-		"queued.min.messages":        strconv.Itoa(prefetchRecords(cfg.MaxBatchRecords)),
-		"queued.max.messages.kbytes": "32768",
-		"fetch.queue.backoff.ms":     "10",
-		"fetch.max.bytes":            "16777216",
-		// librdkafka keeps a fetch response's buffer until the last record read from it is destroyed, and its
-		// buffers of up to a partition's limit per partition stayed in malloc's heap after they were freed:
-		// draining 100-byte records over 6 partitions, 256 KiB held the C heap at 19 MB where 1 MiB
-		// (librdkafka's and Kafka's default) held 43 MB, and drained 100-byte and 1 KB records no slower.
-		"max.partition.fetch.bytes": "262144",
-		// A resumed partition waits for the fetch in flight to come back; the broker holds an empty fetch this
-		// long, so it bounds how late a paused partition's records return (librdkafka's default is 500 ms).
-		"fetch.wait.max.ms": "100",
-		// A member that died for good frees its partitions after this; a static member restarting sooner keeps
-		// them without a rebalance.
-		"session.timeout.ms": "10000",
-	}
-	if cfg.OnStats != nil {
-		props["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
-	}
-	for k, v := range cfg.Properties {
-		props[k] = v
-	}
-	all, err := rdkafka.Properties(owned, OwnedProperties, props)
+	all, err := clientProperties(cfg, reset, maxPoll)
 	if err != nil {
-		return nil, fmt.Errorf("configure consumer: %w", err)
+		return nil, err
 	}
 	c := newConsumer(cfg, log, reset)
 	clientLog := log.With("component", "consumer")
@@ -269,6 +239,46 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// clientProperties is every librdkafka property of the consumer: what it owns, its defaults, and the user's
+// properties over the defaults.
+func clientProperties(cfg Config, reset string, maxPoll time.Duration) (map[string]string, error) {
+	props := map[string]string{
+		// Prefetch, sized from the batch: librdkafka fetches a partition again while it holds fewer than
+		// queued.min.messages of its records (librdkafka's default, 100,000 per partition, is many batches of
+		// records and their bookkeeping in memory), and at most queued.max.messages.kbytes of records in all. A
+		// partition above either waits fetch.queue.backoff.ms before its next fetch: librdkafka's default of 1 s
+		// left batches waiting for records once the prefetch was sized for about one batch. Records carried over
+		// between batches add at most maxCarry per partition.
+		"queued.min.messages":        strconv.Itoa(prefetchRecords(cfg.MaxBatchRecords)),
+		"queued.max.messages.kbytes": "32768",
+		"fetch.queue.backoff.ms":     "10",
+		"fetch.max.bytes":            "16777216",
+		// librdkafka keeps a fetch response's buffer until the last record read from it is destroyed, and its
+		// buffers of up to a partition's limit per partition stayed in malloc's heap after they were freed:
+		// draining 100-byte records over 6 partitions, 256 KiB held the C heap at 19 MB where 1 MiB
+		// (librdkafka's and Kafka's default) held 43 MB, and drained 100-byte and 1 KB records no slower.
+		"max.partition.fetch.bytes": "262144",
+		// A resumed partition waits for the fetch in flight to come back; the broker holds an empty fetch this
+		// long, so it bounds how late a paused partition's records return (librdkafka's default is 500 ms).
+		"fetch.wait.max.ms": "100",
+		// A member that died for good frees its partitions after this; a static member restarting sooner keeps
+		// them without a rebalance.
+		"session.timeout.ms":      "10000",
+		rdkafka.SparseConnections: "false",
+	}
+	if cfg.OnStats != nil {
+		props["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
+	}
+	for k, v := range cfg.Properties {
+		props[k] = v
+	}
+	all, err := rdkafka.Properties(ownedProperties(cfg, reset, maxPoll), OwnedProperties, props)
+	if err != nil {
+		return nil, fmt.Errorf("configure consumer: %w", err)
+	}
+	return all, nil
 }
 
 // newConsumer is a Consumer without its client, cfg's defaults applied.

@@ -173,3 +173,21 @@ func TestPrefetchIsAQuarterBatchPerPartitionWithinBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectionsAreEagerUnlessTheUserSetsThem(t *testing.T) {
+	for _, tc := range []struct {
+		user map[string]string
+		want string
+	}{
+		{nil, "false"},
+		{map[string]string{rdkafka.SparseConnections: "true"}, "true"},
+	} {
+		props, err := clientProperties(Config{Brokers: "b:9092", GroupID: "g", Properties: tc.user}, "earliest", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := props[rdkafka.SparseConnections]; got != tc.want {
+			t.Errorf("with user properties %v: %s = %q, want %q", tc.user, rdkafka.SparseConnections, got, tc.want)
+		}
+	}
+}

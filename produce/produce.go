@@ -112,13 +112,9 @@ func ownedProperties(cfg Config) map[string]string {
 	return owned
 }
 
-// New creates the producer and starts serving its delivery reports. Call InitTransactions before anything else
-// when the producer is transactional.
-func New(cfg Config) (*Producer, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+// clientProperties is every librdkafka property of the producer: what it owns, its defaults, and the user's
+// properties over the defaults.
+func clientProperties(cfg Config) (map[string]string, error) {
 	passThrough := map[string]string{
 		// Partitions added to a topic (a de-duplication changelog grows with its input) become known within
 		// this interval; librdkafka's default is 5 minutes, during which producing to them is redone.
@@ -128,7 +124,8 @@ func New(cfg Config) (*Producer, error) {
 		// librdkafka retries AddPartitionsToTxn after 20 ms but AddOffsetsToTxn after retry.backoff.ms (100 ms by
 		// default): with batches of 100 ms, 7 in 100 transactions of a drain waited that long to send their
 		// offsets. A retry of anything else still backs off exponentially from here up to retry.backoff.max.ms.
-		"retry.backoff.ms": "20",
+		"retry.backoff.ms":        "20",
+		rdkafka.SparseConnections: "false",
 	}
 	if cfg.OnStats != nil {
 		passThrough["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
@@ -137,6 +134,20 @@ func New(cfg Config) (*Producer, error) {
 	props, err := rdkafka.Properties(ownedProperties(cfg), OwnedProperties, passThrough)
 	if err != nil {
 		return nil, fmt.Errorf("configure producer: %w", err)
+	}
+	return props, nil
+}
+
+// New creates the producer and starts serving its delivery reports. Call InitTransactions before anything else
+// when the producer is transactional.
+func New(cfg Config) (*Producer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	props, err := clientProperties(cfg)
+	if err != nil {
+		return nil, err
 	}
 	p := &Producer{
 		transactional:  cfg.TransactionalID != "",

@@ -286,3 +286,21 @@ func TestUnknownPartitionIsAbortable(t *testing.T) {
 		t.Errorf("produceError = %v (%v), want an abortable error saying the partition is not known yet", err, ClassOf(err))
 	}
 }
+
+func TestConnectionsAreEagerUnlessTheUserSetsThem(t *testing.T) {
+	for _, tc := range []struct {
+		user map[string]string
+		want string
+	}{
+		{nil, "false"},
+		{map[string]string{rdkafka.SparseConnections: "true"}, "true"},
+	} {
+		props, err := clientProperties(Config{Brokers: "b:9092", Properties: tc.user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := props[rdkafka.SparseConnections]; got != tc.want {
+			t.Errorf("with user properties %v: %s = %q, want %q", tc.user, rdkafka.SparseConnections, got, tc.want)
+		}
+	}
+}
