@@ -336,11 +336,12 @@ func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) err
 	return nil
 }
 
-// generate produces records of size bytes to topic at rate records/s for d, each stamped with the time it is
-// handed to the producer, and returns how many it produced. The records due at each 5 ms tick go to librdkafka in
-// one call (the processor's own producer, copying them): producing one record per cgo call took about half a core
-// at 280,000 records/s on this machine, and the generator, the reader, the peer and the broker share its 2
-// cores. A record's timestamp is its tick's: the call that hands the tick's records over takes well under 1 ms.
+// generate produces records of size bytes to topic at rate records/s for d and returns how many it produced. The
+// records due at each 5 ms tick go to librdkafka in one call (the processor's own producer, copying them):
+// producing one record per cgo call took about half a core at 280,000 records/s on this machine, and the
+// generator, the reader, the peer and the broker share its 2 cores. Each record is stamped with its tick's time,
+// taken just before the call, which hands a tick's records over in well under 1 ms; a wait for a full local queue
+// counts as latency.
 func generate(ctx context.Context, bootstrap, topic string, size int, rate float64, d time.Duration) (int, error) {
 	p, err := librdkafka.NewProducer(map[string]string{
 		"bootstrap.servers": bootstrap, "enable.idempotence": "true", "acks": "all", "linger.ms": "1", "log_level": "3",
