@@ -207,9 +207,10 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 // abortOpen aborts the open transaction, if one is, after letting what it produced be delivered (flush: records
 // were handed over, not only refused): an abort that reaches the coordinator before the partitions these records
 // add to the transaction is answered with a fatal INVALID_TXN_STATE (librdkafka 2.11; the chaos row deleting an
-// input topic, whose lost partition aborts the batch right after producing, exited 1 on it). The wait is bounded: a broker that is down must not hold the
-// abort for a message timeout. The abort itself is retried like a commit, as its outcome must be known before a
-// new transaction can begin; an error means it failed for good (fatal).
+// input topic, whose lost partition aborts the batch right after producing, exited 1 on it). The wait is
+// bounded: a broker that is down must not hold the abort for a message timeout. The abort itself is retried like
+// a commit, as its outcome must be known before a new transaction can begin; an error means it failed for good
+// (fatal).
 func (l *Loop) abortOpen(work, settle context.Context, step string, flush bool) error {
 	if !l.open {
 		return nil
