@@ -23,7 +23,8 @@ type modelClient struct {
 	tp        stream.TopicPartition
 	end       int64
 	perCall   int
-	committed int64 // the group's committed offset
+	value     []byte // every record's value
+	committed int64  // the group's committed offset
 
 	position  int64
 	assigned  bool
@@ -40,7 +41,7 @@ func (m *modelClient) Consume(_ time.Duration, max int, dst []stream.Record) ([]
 	limit := min(max, m.perCall)
 	gather := func(n int) {
 		for ; n > 0 && m.assigned && m.position < m.end; n-- {
-			dst = append(dst, stream.Record{Topic: m.tp.Topic, Partition: m.tp.Partition, Offset: m.position})
+			dst = append(dst, stream.Record{Topic: m.tp.Topic, Partition: m.tp.Partition, Offset: m.position, Value: m.value})
 			m.position++
 		}
 	}
@@ -94,7 +95,13 @@ func (m *modelClient) Close() error                                             
 func (m *modelClient) Commit([]kafka.TopicPartition) ([]kafka.TopicPartition, error) { return nil, nil }
 func (m *modelClient) GroupMetadata() (*librdkafka.GroupMetadata, error)             { return nil, nil }
 func (m *modelClient) Position(parts []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
-	return parts, nil
+	out := slices.Clone(parts)
+	for i := range out {
+		if m.assigned && tpOf(out[i]) == m.tp {
+			out[i].Offset = kafka.Offset(m.position)
+		}
+	}
+	return out, nil
 }
 func (m *modelClient) Watermarks(stream.TopicPartition) (int64, int64, error) { return 0, m.end, nil }
 func (m *modelClient) QueryWatermarks(stream.TopicPartition, time.Duration) (int64, int64, error) {
@@ -219,4 +226,72 @@ func offsets(from, to int64) []int64 {
 		o = append(o, i)
 	}
 	return o
+}
+
+// While a backlog waits, each batch takes twice as many records as the one before, up to MaxBatchRecords and
+// within maxGrownBatchBytes; once the consumer has caught up, the next batch closes at BatchRecords again.
+func TestBatchesGrowWhileABacklogWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		batch, max, backlog int
+		budget              int64
+		value               []byte
+		want                []int
+	}{
+		{"doubling up to the maximum", 100, 350, 1000, 1 << 40, nil, []int{100, 200, 350, 350, 0, 100}},
+		{"a batch cut short keeps its size while the backlog waits", 100, 350, 1000, 250, nil,
+			[]int{100, 200, 250, 250, 200, 100}},
+		{"large records stay at the batch size", 20000, 100000, 80000, 1 << 40, make([]byte, 1024),
+			[]int{20000, 20000, 20000, 20000, 0, 100}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := stream.TopicPartition{Topic: "in", Partition: 0}
+			m := &modelClient{tp: tp, end: int64(tc.backlog), perCall: 1 << 20, value: tc.value}
+			c := newConsumer(Config{BatchInterval: 20 * time.Millisecond, BatchRecords: tc.batch, MaxBatchRecords: tc.max},
+				slog.New(slog.NewTextHandler(io.Discard, nil)), "earliest")
+			c.k, m.rebalance = m, c.rebalance
+			c.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+			var sizes []int
+			for range len(tc.want) {
+				if len(sizes) == len(tc.want)-1 {
+					m.end += 100 // caught up, then a trickle: less than a batch waits
+				}
+				c.Lags()
+				batch, err := c.Assemble(context.Background(), map[stream.TopicPartition]int64{tp: tc.budget})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, len(batch))
+			}
+			if !slices.Equal(sizes, tc.want) {
+				t.Errorf("batch sizes %v, want %v", sizes, tc.want)
+			}
+		})
+	}
+}
+
+// The backlog's last records, fewer than the grown batch size, make a batch that closes once it has them instead
+// of waiting out the interval for more.
+func TestTheBacklogsLastBatchDoesNotWaitOutTheInterval(t *testing.T) {
+	tp := stream.TopicPartition{Topic: "in", Partition: 0}
+	m := &modelClient{tp: tp, end: 1000, perCall: 1 << 20}
+	const interval = time.Minute
+	c := newConsumer(Config{BatchInterval: interval, BatchRecords: 100, MaxBatchRecords: 400},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), "earliest")
+	c.k, m.rebalance = m, c.rebalance
+	c.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+	ctx, cancel := context.WithTimeout(context.Background(), interval/2)
+	defer cancel()
+	var sizes []int
+	for range 4 {
+		c.Lags()
+		batch, err := c.Assemble(ctx, map[stream.TopicPartition]int64{tp: 1 << 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(batch))
+	}
+	if want := []int{100, 200, 400, 300}; !slices.Equal(sizes, want) || ctx.Err() != nil {
+		t.Errorf("batch sizes %v (context: %v), want %v each closed before the interval ended", sizes, ctx.Err(), want)
+	}
 }

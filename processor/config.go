@@ -46,7 +46,8 @@ type Config struct {
 	StaticMembership bool `env:"STATIC_MEMBERSHIP" envDefault:"false" help:"Join the group as a static member (group.instance.id = INSTANCE_ID), so a replica restarted within the session timeout gets its partitions back without a rebalance (KIP-345). Off by default: with librdkafka 2.11, after a group coordinator moves, a static member can be fenced by its own rejoin (librdkafka issue 3437; exit 1, the restart recovers), and a static member replaced while it owed a cooperative revocation left that partition unassigned for minutes in our fault tests. false: a rebalance per restart instead."`
 
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL" envDefault:"500ms" help:"How long a micro-batch collects records; one batch is one transaction (Kafka Streams: commit.interval.ms; Spark: batch interval). Must be below TRANSACTION_TIMEOUT."`
-	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"20000" help:"Most input records in one batch (one transaction), at most 1000000. Each transaction costs a few round trips to the coordinators, so larger batches drain a backlog faster; librdkafka's prefetch is sized from it (a quarter of a batch per partition, 1,000 to 5,000 records)."`
+	BatchRecords       int           `env:"BATCH_RECORDS" envDefault:"20000" help:"A batch closes at this many input records before its interval ends, while the input keeps up, so that a steady load does not wait out the whole interval in every batch; at most MAX_BATCH_RECORDS (a larger value counts as MAX_BATCH_RECORDS). librdkafka's prefetch is sized from it (a quarter of a batch per partition, 1,000 to 5,000 records)."`
+	MaxBatchRecords    int           `env:"MAX_BATCH_RECORDS" envDefault:"50000" help:"Most input records in one batch (one transaction), at most 1000000. While a backlog waits (a batch closed full and at least another batch is behind it), each batch may take twice as many records as the one before, from BATCH_RECORDS up to this and while twice the last batch's keys and values stay within 32 MiB: each transaction costs a few round trips to the coordinators whatever its size, so larger batches drain a backlog faster. A batch's records stay in memory until its transaction commits."`
 	TransactionTimeout time.Duration `env:"TRANSACTION_TIMEOUT" envDefault:"60s" help:"Broker aborts a transaction open this long (transaction.timeout.ms); bounds how long a crashed replica blocks read_committed readers. At most the broker's transaction.max.timeout.ms (15m by default)."`
 	DeadLetterTopic    string        `env:"DEAD_LETTER_TOPIC" defaultDoc:"<APP_ID>-dlq" help:"Topic for records the transform fails on, with the error, the stage that failed and the source position in headers. Must not be an input topic."`
 	ErrorsTolerance    string        `env:"ERRORS_TOLERANCE" envDefault:"all" help:"all: a record the transform fails on goes to the dead-letter topic and the pipeline goes on. none: it stops the processor (exit 1, the record named) without committing its batch, for pipelines where a bad record must stop the line. Kafka Connect: errors.tolerance."`
@@ -419,6 +420,9 @@ func (c *Config) validateNumbers(bad problemFunc) {
 	}
 	if c.DedupeMaxEntries <= 0 {
 		bad("DEDUPE_MAX_ENTRIES", "%d: must be at least 1", c.DedupeMaxEntries)
+	}
+	if c.BatchRecords <= 0 {
+		bad("BATCH_RECORDS", "%d: must be at least 1", c.BatchRecords)
 	}
 	if c.MaxBatchRecords <= 0 {
 		bad("MAX_BATCH_RECORDS", "%d: must be at least 1", c.MaxBatchRecords)

@@ -24,7 +24,8 @@ func TestLoadConfigAppliesDefaults(t *testing.T) {
 	want := Config{
 		Brokers: "localhost:9092", InputTopics: []string{"a", "b"}, OutputTopic: "out",
 		AppID: "eosproc", GroupID: "eosproc", InstanceID: "p-0", BatchInterval: 500 * time.Millisecond,
-		MaxBatchRecords: consume.DefaultMaxBatchRecords, TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
+		BatchRecords: consume.DefaultBatchRecords, MaxBatchRecords: consume.DefaultMaxBatchRecords,
+		TransactionTimeout: time.Minute, DeadLetterTopic: "eosproc-dlq",
 		AutoOffsetReset: "earliest", ProcessingGuarantee: "exactly_once", ErrorsTolerance: "all", HTTPAddr: ":8080",
 		ShutdownTimeout: 30 * time.Second, LogLevel: "info", Backpressure: new(true), BackpressureMinRate: 1,
 		DedupeWindow: time.Hour, DedupeMaxEntries: 100_000,
@@ -208,7 +209,8 @@ func TestGoConfigWithTheRequiredFieldsIsTheBinarysDefaultConfig(t *testing.T) {
 		t.Errorf("a Config built in Go differs from the binary's:\n  Go:  %s\n  env: %s", inGo, fromEnv)
 	}
 	if inGo.Backpressure == nil || !*inGo.Backpressure || inGo.BatchInterval != 500*time.Millisecond ||
-		inGo.MaxBatchRecords != consume.DefaultMaxBatchRecords || inGo.DeadLetterTopic != "eosproc-dlq" {
+		inGo.BatchRecords != consume.DefaultBatchRecords || inGo.MaxBatchRecords != consume.DefaultMaxBatchRecords ||
+		inGo.DeadLetterTopic != "eosproc-dlq" {
 		t.Errorf("defaults not applied: %s", inGo)
 	}
 }

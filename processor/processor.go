@@ -235,6 +235,7 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 		// thrown out of the group meanwhile, or its offsets are refused and the batch is redone.
 		MaxPollInterval: max(5*time.Minute, 2*cfg.TransactionTimeout+cfg.BatchInterval),
 		BatchInterval:   cfg.BatchInterval,
+		BatchRecords:    cfg.BatchRecords,
 		MaxBatchRecords: cfg.MaxBatchRecords,
 		Properties:      clientProperties(cfg.securityProperties(), cfg.KafkaProperties, cfg.ConsumerProperties),
 		Logger:          log,
