@@ -29,6 +29,7 @@ import (
 
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/internal/procrun"
 	"github.com/eosproc/eosproc/testcontainers"
 )
@@ -57,8 +58,8 @@ func main() {
 	var o options
 	flag.IntVar(&o.smallRecords, "small", 2_000_000, "backlog of 100-byte records")
 	flag.IntVar(&o.largeRecords, "large", 400_000, "backlog of 1 KB records")
-	flag.IntVar(&o.maxBatchSmall, "max-batch-small", 20_000, "PROCESSOR_MAX_BATCH_RECORDS with 100-byte records")
-	flag.IntVar(&o.maxBatchLarge, "max-batch-large", 20_000, "PROCESSOR_MAX_BATCH_RECORDS with 1 KB records")
+	flag.IntVar(&o.maxBatchSmall, "max-batch-small", consume.DefaultMaxBatchRecords, "PROCESSOR_MAX_BATCH_RECORDS with 100-byte records in the tuned runs")
+	flag.IntVar(&o.maxBatchLarge, "max-batch-large", consume.DefaultMaxBatchRecords, "PROCESSOR_MAX_BATCH_RECORDS with 1 KB records in the tuned runs")
 	flag.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long each latency run generates records")
 	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 5*time.Second, "first part of a latency run left out of the figures")
 	flag.Float64Var(&o.latencyRate, "latency-rate", 0, "records/s of every latency run instead of half of each configuration's measured maximum, so that runs of separate invocations compare (tuning experiments)")
