@@ -138,6 +138,7 @@ func (b *bench) goCopy(ctx context.Context, w workload, produce bool) (Ceiling, 
 		if err := b.cluster.CreateTopic(ctx, out, partitions, 1, nil); err != nil {
 			return Ceiling{}, err
 		}
+		defer b.dropTopics(out)
 		if prod, err = ceilingProducer(b.cluster.BootstrapServers(), &delivered); err != nil {
 			return Ceiling{}, err
 		}
