@@ -57,7 +57,7 @@ type options struct {
 func main() {
 	var o options
 	flag.IntVar(&o.smallRecords, "small", 2_000_000, "backlog of 100-byte records")
-	flag.IntVar(&o.largeRecords, "large", 400_000, "backlog of 1 KB records")
+	flag.IntVar(&o.largeRecords, "large", 1_000_000, "backlog of 1 KB records")
 	flag.IntVar(&o.maxBatchSmall, "max-batch-small", consume.DefaultMaxBatchRecords, "PROCESSOR_MAX_BATCH_RECORDS with 100-byte records in the tuned runs")
 	flag.IntVar(&o.maxBatchLarge, "max-batch-large", consume.DefaultMaxBatchRecords, "PROCESSOR_MAX_BATCH_RECORDS with 1 KB records in the tuned runs")
 	flag.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long each latency run generates records")
