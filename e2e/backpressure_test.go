@@ -45,9 +45,13 @@ func TestBackpressureKeepsBatchesWithinInterval(t *testing.T) {
 	}
 	f.stopAll()
 
-	batches, err := batchDurations(proc.LogPath)
+	committed, err := committedBatches(proc.LogPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	batches := make([]time.Duration, len(committed))
+	for i, b := range committed {
+		batches[i] = b.Duration
 	}
 	const converging = 10
 	if len(batches) < converging+10 {
@@ -71,28 +75,35 @@ func TestBackpressureKeepsBatchesWithinInterval(t *testing.T) {
 	}
 }
 
-// batchDurations reads the "batch committed" debug lines of a processor log: each batch's time from the start of
-// its assembly to its commit, in order. (Its assembly plus its processing would count twice the records written
-// while the batch was still being assembled.)
-func batchDurations(logPath string) ([]time.Duration, error) {
+// committedBatch is what a processor's "batch committed" debug line says of a batch: its input records, and its
+// time from the start of its assembly to its commit. (Its assembly plus its processing would count twice the
+// records written while the batch was still being assembled.)
+type committedBatch struct {
+	Records  int
+	Duration time.Duration
+}
+
+// committedBatches reads the "batch committed" debug lines of a processor log, in order.
+func committedBatches(logPath string) ([]committedBatch, error) {
 	file, err := os.Open(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer file.Close()
-	var out []time.Duration
+	var out []committedBatch
 	sc := bufio.NewScanner(file)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		var line struct {
-			Msg      string  `json:"msg"`
-			Duration float64 `json:"duration"`
+			Msg       string  `json:"msg"`
+			RecordsIn int     `json:"records_in"`
+			Duration  float64 `json:"duration"`
 		}
 		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg != "batch committed" {
 			continue
 		}
 		// log/slog's JSON handler writes durations as nanoseconds.
-		out = append(out, time.Duration(line.Duration))
+		out = append(out, committedBatch{Records: line.RecordsIn, Duration: time.Duration(line.Duration)})
 	}
 	return out, sc.Err()
 }

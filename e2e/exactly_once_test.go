@@ -16,6 +16,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eosproc/eosproc/consume"
 	"github.com/eosproc/eosproc/internal/kafkatest"
 	"github.com/eosproc/eosproc/internal/procrun"
 	"github.com/eosproc/eosproc/internal/verify"
@@ -24,15 +25,17 @@ import (
 	"github.com/eosproc/eosproc/txn"
 )
 
+// With default settings, a backlog is copied exactly once, and its batches grow beyond the size a batch closes at
+// while the input keeps up (consume.DefaultBatchRecords), never beyond the default maximum.
 func TestCopiesEveryRecordExactlyOnce(t *testing.T) {
 	f := newFixture(t, fixtureOptions{inputPartitions: 6, outputPartitions: 6})
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
-	const n = 100_000
+	const n = 200_000
 	f.produce(ctx, 6, 0, n, nil)
 	started := time.Now()
-	f.start("p0", nil)
+	proc := f.start("p0", map[string]string{"PROCESSOR_LOG_LEVEL": "debug"})
 	f.waitCaughtUp(ctx)
 	t.Logf("%d records copied in %s", n, time.Since(started).Round(100*time.Millisecond))
 	f.stopAll()
@@ -40,6 +43,19 @@ func TestCopiesEveryRecordExactlyOnce(t *testing.T) {
 	r := f.verdict(ctx, true)
 	if !r.OK() || r.Inputs != n || r.DeadLettered != 0 {
 		t.Fatalf("want %d inputs each exactly once, none dead-lettered: %s", n, r)
+	}
+	batches, err := committedBatches(proc.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for _, b := range batches {
+		sizes = append(sizes, b.Records)
+	}
+	t.Logf("batch sizes: %v", sizes)
+	if largest := slices.Max(sizes); largest <= consume.DefaultBatchRecords || largest > consume.DefaultMaxBatchRecords {
+		t.Errorf("largest batch %d records: want a backlog's batches grown beyond %d, to at most %d",
+			largest, consume.DefaultBatchRecords, consume.DefaultMaxBatchRecords)
 	}
 }
 
