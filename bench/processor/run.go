@@ -419,6 +419,12 @@ func newLatencyReader(bootstrap, topic string) (*latencyReader, error) {
 		"enable.auto.commit": "false", "log_level": "3",
 		// A committed batch is fetched within 10 ms: the reader's own long-poll must not be what is measured.
 		"fetch.wait.max.ms": "10",
+		// With librdkafka's default of 1 s, a partition whose fetched records passed the queue's thresholds waits
+		// that long before its next fetch, and the reader then lagged for the rest of the run: in the bench before
+		// this was set, 7 of 18 processor latency runs "fell behind" (sustained 165,000-183,000 of 306,000
+		// records/s, p50 10-16 s) while, in debug runs showing the same, the processor had committed every record
+		// at the generated rate. The processor's own consumer backs off 10 ms.
+		"fetch.queue.backoff.ms": "10",
 	}, librdkafka.Hooks{
 		Error: func(e kafka.Error) {
 			if e.IsFatal() && r.fatal == nil {
