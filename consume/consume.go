@@ -7,7 +7,6 @@
 package consume
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +76,15 @@ type Config struct {
 	// OnStats, if set, receives librdkafka's statistics (JSON) inside Assemble every statistics.interval.ms:
 	// rdkafka.StatsInterval unless Properties set it (0 turns them off).
 	OnStats func(json []byte)
+}
+
+// batchRecords is the size a batch closes at while the input keeps up: BatchRecords, at most MaxBatchRecords.
+// Without a size of its own a batch closes only when full.
+func (cfg Config) batchRecords() int {
+	if cfg.BatchRecords <= 0 {
+		return cfg.MaxBatchRecords
+	}
+	return min(cfg.BatchRecords, cfg.MaxBatchRecords)
 }
 
 // client is the librdkafka consumer as Consumer uses it: its rebalance callback calls Consumer.rebalance from
@@ -272,7 +280,7 @@ func clientProperties(cfg Config, reset string, maxPoll time.Duration) (map[stri
 		// partition above either waits fetch.queue.backoff.ms before its next fetch: librdkafka's default of 1 s
 		// left batches waiting for records once the prefetch was sized for about one batch. Records carried over
 		// between batches add at most maxCarry per partition.
-		"queued.min.messages":        strconv.Itoa(prefetchRecords(min(cfg.BatchRecords, cfg.MaxBatchRecords))),
+		"queued.min.messages":        strconv.Itoa(prefetchRecords(cfg.batchRecords())),
 		"queued.max.messages.kbytes": "32768",
 		"fetch.queue.backoff.ms":     "10",
 		"fetch.max.bytes":            "16777216",
@@ -305,15 +313,14 @@ func clientProperties(cfg Config, reset string, maxPoll time.Duration) (map[stri
 // newConsumer is a Consumer without its client, cfg's defaults applied.
 func newConsumer(cfg Config, log *slog.Logger, reset string) *Consumer {
 	return &Consumer{
-		log:        log,
-		errLog:     &rdkafka.ErrorLog{Log: log},
-		onError:    cfg.OnError,
-		onFatal:    cfg.OnFatal,
-		resetMode:  reset,
-		interval:   cfg.BatchInterval,
-		maxRecords: cfg.MaxBatchRecords,
-		// Without a size of its own a batch closes only when full.
-		batchRecords: cmp.Or(min(cfg.BatchRecords, cfg.MaxBatchRecords), cfg.MaxBatchRecords),
+		log:          log,
+		errLog:       &rdkafka.ErrorLog{Log: log},
+		onError:      cfg.OnError,
+		onFatal:      cfg.OnFatal,
+		resetMode:    reset,
+		interval:     cfg.BatchInterval,
+		maxRecords:   cfg.MaxBatchRecords,
+		batchRecords: cfg.batchRecords(),
 		carry:        map[stream.TopicPartition][]stream.Record{},
 		paused:       map[stream.TopicPartition]bool{},
 		firstSeen:    map[stream.TopicPartition]int64{},
