@@ -124,16 +124,8 @@ func clientProperties(cfg Config) (map[string]string, error) {
 		// librdkafka retries AddPartitionsToTxn after 20 ms but AddOffsetsToTxn after retry.backoff.ms (100 ms by
 		// default): with batches of 100 ms, 7 in 100 transactions of a drain waited that long to send their
 		// offsets. A retry of anything else still backs off exponentially from here up to retry.backoff.max.ms.
-		"retry.backoff.ms": "20",
-		// Records without a key go each to a random partition, instead of all the keyless records of 10 ms to one
-		// (librdkafka's sticky default). librdkafka 2.11's idempotent producer keeps one produce request in
-		// flight per partition (it counts the records in flight against the limit of 5 requests), and while
-		// records wait behind that request its broker thread polls without sleeping. A drain's batch, produced
-		// within 10 ms, went to one partition, was sent 1 MB per round trip, and the broker thread spun
-		// meanwhile: draining 1 KB keyless records, spreading them cut the processor's CPU per record by half
-		// (9.4-10.2 to 4.5-5.0 s per M records) and raised its records/s by a quarter or more.
-		"sticky.partitioning.linger.ms": "0",
-		rdkafka.SparseConnections:       "false",
+		"retry.backoff.ms":        "20",
+		rdkafka.SparseConnections: "false",
 	}
 	if cfg.OnStats != nil {
 		passThrough["statistics.interval.ms"] = strconv.FormatInt(rdkafka.StatsInterval.Milliseconds(), 10)
