@@ -70,7 +70,7 @@ func main() {
 		o.only, err = regexp.Compile(v)
 		return err
 	})
-	flag.BoolVar(&o.quick, "quick", false, "skip the ceilings (the backlogs are written by a plain producer), the profile and the latency runs")
+	flag.BoolVar(&o.quick, "quick", false, "skip the ceilings (ProducerPerformance still writes the backlogs, untimed), the profile and the latency runs")
 	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
 	flag.Func("env", "NAME=VALUE added to every processor run's environment (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
