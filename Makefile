@@ -62,7 +62,7 @@ test-unit:
 # Tests against real Kafka (testcontainers) and the real processor binary, one package at a time: 2 cores. The
 # packages listed here hold the tests that -short skips.
 test-e2e: setup image
-	$(WITH_KAFKA_IMAGE) go test -count=1 -p 1 -timeout 40m ./testcontainers/... ./consume/ $$(go list ./e2e/... 2>/dev/null)
+	$(WITH_KAFKA_IMAGE) go test -count=1 -p 1 -timeout 40m ./testcontainers/... ./consume/ ./internal/librdkafka/ $$(go list ./e2e/... 2>/dev/null)
 
 test: setup lint test-unit test-e2e
 

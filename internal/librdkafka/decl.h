@@ -80,6 +80,10 @@ struct eos_rd_topic_partition_list {
 #define EOS_RD_VTYPE_MSGFLAGS 7              /* = RD_KAFKA_VTYPE_MSGFLAGS */
 #define EOS_RD_VTYPE_TIMESTAMP 8             /* = RD_KAFKA_VTYPE_TIMESTAMP */
 #define EOS_RD_VTYPE_HEADERS 10              /* = RD_KAFKA_VTYPE_HEADERS */
+/* Not in rdkafka.h: what librdkafka's request writer reserves per record (MsgVersion 2) and per header on top of
+ * their bytes, RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD (src/rdkafka_proto.h) and the two varint lengths of a header. */
+#define EOS_RD_MESSAGE_V2_MAX_OVERHEAD 36
+#define EOS_RD_HEADER_MAX_OVERHEAD 10
 
 int rd_kafka_version(void);
 const char *rd_kafka_version_str(void);
@@ -151,6 +155,16 @@ const char *rd_kafka_consumer_group_metadata_member_id(const rd_kafka_consumer_g
 int32_t rd_kafka_consumer_group_metadata_generation_id(const rd_kafka_consumer_group_metadata_t *group_metadata);
 
 rd_kafka_topic_t *rd_kafka_topic_new(rd_kafka_t *rk, const char *topic, rd_kafka_topic_conf_t *conf);
+void *rd_kafka_topic_opaque(const rd_kafka_topic_t *rkt);
+rd_kafka_topic_conf_t *rd_kafka_default_topic_conf_dup(rd_kafka_t *rk);
+void rd_kafka_topic_conf_set_opaque(rd_kafka_topic_conf_t *conf, void *rkt_opaque);
+void rd_kafka_topic_conf_set_partitioner_cb(rd_kafka_topic_conf_t *topic_conf,
+                                            int32_t (*partitioner)(const rd_kafka_topic_t *rkt, const void *keydata,
+                                                                   size_t keylen, int32_t partition_cnt,
+                                                                   void *rkt_opaque, void *msg_opaque));
+int rd_kafka_topic_partition_available(const rd_kafka_topic_t *rkt, int32_t partition);
+int32_t rd_kafka_msg_partitioner_consistent_random(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                                                   int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
 void rd_kafka_topic_destroy(rd_kafka_topic_t *rkt);
 int rd_kafka_producev(rd_kafka_t *rk, ...);
 rd_kafka_headers_t *rd_kafka_headers_new(size_t initial_count);

@@ -180,6 +180,57 @@ void eos_batch_free(struct eos_batch *b) {
         free(b);
 }
 
+/* librdkafka's partitioner for a topic with a placement: keyed records as its default (consistent_random) does,
+ * keyless ones (no key or an empty one, which consistent_random places at random) on the current run's
+ * partition, or the next one that has a leader. */
+static int32_t place(const rd_kafka_topic_t *rkt, const void *key, size_t key_len, int32_t partition_cnt,
+                     void *topic_opaque, void *msg_opaque) {
+        const struct eos_placement *pl = topic_opaque;
+        int32_t i, p;
+        if (key && key_len > 0)
+                return rd_kafka_msg_partitioner_consistent_random(rkt, key, key_len, partition_cnt, topic_opaque,
+                                                                 msg_opaque);
+        p = (int32_t)((pl->first + __atomic_load_n(&pl->run, __ATOMIC_RELAXED)) % partition_cnt);
+        for (i = 0; i < partition_cnt; i++) {
+                int32_t q = (p + i) % partition_cnt;
+                if (rd_kafka_topic_partition_available(rkt, q))
+                        return q;
+        }
+        return p; /* no leader known for any: librdkafka holds it on the partition until there is one */
+}
+
+/* Creates the topic's handle; with a placement, its keyless records are placed in runs. NULL when librdkafka
+ * refuses the topic. A handle that already existed keeps its partitioner: the caller checks rd_kafka_topic_opaque. */
+rd_kafka_topic_t *eos_topic_new(rd_kafka_t *rk, const char *topic, struct eos_placement *placement) {
+        rd_kafka_topic_conf_t *conf;
+        if (!placement)
+                return rd_kafka_topic_new(rk, topic, NULL);
+        /* The producer's topic-level properties (acks, compression, ...) are in its default topic conf. */
+        conf = rd_kafka_default_topic_conf_dup(rk);
+        rd_kafka_topic_conf_set_opaque(conf, placement);
+        rd_kafka_topic_conf_set_partitioner_cb(conf, place);
+        return rd_kafka_topic_new(rk, topic, conf); /* owns conf, also when it fails */
+}
+
+/* Counts a keyless record into its topic's run, first starting the next run when the record would not fit. The
+ * size is what librdkafka's request writer reserves for it (rd_kafka_msg_wire_size). */
+static void placement_add(struct eos_placement *pl, const struct eos_out *o, const struct eos_out_hdr *hdrs) {
+        int64_t size = EOS_RD_MESSAGE_V2_MAX_OVERHEAD + (o->key_len > 0 ? o->key_len : 0) +
+                       (o->value_len > 0 ? o->value_len : 0);
+        int32_t k;
+        for (k = 0; k < o->hdr_count; k++) {
+                const struct eos_out_hdr *oh = &hdrs[o->hdr_first + k];
+                size += EOS_RD_HEADER_MAX_OVERHEAD + oh->name_len + (oh->value_len > 0 ? oh->value_len : 0);
+        }
+        if (pl->run_msgs > 0 && (pl->run_msgs >= pl->max_msgs || pl->run_bytes + size > pl->max_bytes)) {
+                __atomic_add_fetch(&pl->run, 1, __ATOMIC_RELAXED);
+                pl->run_bytes = 0;
+                pl->run_msgs = 0;
+        }
+        pl->run_bytes += size;
+        pl->run_msgs++;
+}
+
 /* Produces outs in order, copying each record into librdkafka, and stops at the first refusal: *done is the
  * number produced, the result the refusal's error code (0 when all were produced). */
 int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *outs, size_t n,
@@ -203,6 +254,8 @@ int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *out
                                                     oh->value_len < 0 ? 0 : (ssize_t)oh->value_len);
                         }
                 }
+                if (o->placement && o->partition == EOS_RD_PARTITION_UA && o->key_len <= 0)
+                        placement_add(o->placement, o, hdrs);
                 __atomic_add_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
                 /* A NULL headers list is no headers. */
                 err = rd_kafka_producev(

@@ -52,9 +52,24 @@ struct eos_batch {
         size_t nhdrs;
 };
 
+/* Where one topic's keyless records go: runs of about one produce request each, on its partitions in turn. The
+ * idempotent producer has one produce request in flight per partition, so a partition that gets a whole batch
+ * (librdkafka's sticky partitioner, 10 ms per partition) sends it one round trip at a time, while runs of one
+ * request keep every partition's request in flight and each request full. The opaque of the topic's handle:
+ * eos_produce (one thread) sizes the runs, the partitioner (any thread) only reads which run it is. */
+struct eos_placement {
+        int64_t run;       /* the current run's number; atomic */
+        int64_t run_bytes; /* what the current run holds, in librdkafka's worst-case wire size */
+        int64_t run_msgs;
+        int64_t max_bytes; /* a run ends before it would exceed one request: batch.size, batch.num.messages */
+        int64_t max_msgs;
+        int32_t first; /* the first run's partition, random so that replicas do not all start on one */
+};
+
 /* One record to produce. Key, value and header bytes are offsets into one byte arena. */
 struct eos_out {
         rd_kafka_topic_t *rkt;
+        struct eos_placement *placement; /* NULL: librdkafka's partitioner places keyless records */
         int64_t key_off, key_len;     /* key_len -1: null key */
         int64_t value_off, value_len; /* value_len -1: null value */
         int64_t timestamp;            /* 0: now */
@@ -74,6 +89,7 @@ rd_kafka_t *eos_new(unsigned int type, const char **names, const char **values, 
 ssize_t eos_consume(rd_kafka_queue_t *q, int timeout_ms, struct eos_batch *b, size_t max);
 void eos_consume_release(struct eos_batch *b);
 void eos_batch_free(struct eos_batch *b);
+rd_kafka_topic_t *eos_topic_new(rd_kafka_t *rk, const char *topic, struct eos_placement *placement);
 int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *outs, size_t n,
                 const struct eos_out_hdr *hdrs, const char *arena, size_t *done);
 void eos_begin_epoch(struct eos_client *cl, uint64_t epoch);

@@ -141,3 +141,36 @@ func TestConsumeWithoutBrokersWaitsItsTimeout(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestKeylessRunsFollowTheRequestLimitsUnlessPlacementIsChosen(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		props map[string]string
+		want  runLimits
+	}{
+		{"Defaults", map[string]string{"acks": "all"}, runLimits{bytes: 1_000_000 - requestHeaderBytes, records: 10_000}},
+		{"BatchSize", map[string]string{"batch.size": "50000", "batch.num.messages": "20"}, runLimits{bytes: 50_000 - requestHeaderBytes, records: 20}},
+		{"MessageMaxBytesBelowBatchSize", map[string]string{"message.max.bytes": "20000"}, runLimits{bytes: 20_000 - requestHeaderBytes, records: 10_000}},
+		{"PartitionerChosen", map[string]string{"partitioner": "murmur2_random"}, runLimits{}},
+		{"StickyIntervalChosen", map[string]string{"sticky.partitioning.linger.ms": "10"}, runLimits{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runs, props, err := keylessRuns(c.props)
+			if err != nil || runs != c.want {
+				t.Fatalf("keylessRuns = %+v, %v; want %+v", runs, err, c.want)
+			}
+			_, inProps := props["sticky.partitioning.linger.ms"]
+			_, inOriginal := c.props["sticky.partitioning.linger.ms"]
+			switch {
+			case runs.records > 0 && (props["sticky.partitioning.linger.ms"] != "0" || inOriginal):
+				t.Errorf("properties %v (given %v): want sticky.partitioning.linger.ms=0 added to a copy", props, c.props)
+			case runs.records == 0 && (len(props) != len(c.props) || inProps != inOriginal):
+				t.Errorf("properties %v, want %v unchanged", props, c.props)
+			}
+		})
+	}
+	_, _, err := keylessRuns(map[string]string{"batch.num.messages": "many"})
+	if err == nil || !contains(err.Error(), "batch.num.messages") {
+		t.Errorf("keylessRuns with batch.num.messages=many: %v, want an error naming it", err)
+	}
+}

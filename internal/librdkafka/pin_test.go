@@ -11,7 +11,8 @@ import (
 
 // bundledVersion is the librdkafka this package was written against: the one confluent-kafka-go v2.11.1 bundles.
 // A new confluent-kafka-go brings a new librdkafka; then read its changelog for what this package relies on (the
-// rebalance callback being served by rd_kafka_consume_batch_queue, the struct layouts below) and update both.
+// rebalance callback being served by rd_kafka_consume_batch_queue, the struct layouts below, the per-record
+// overhead in decl.h that keyless runs are sized by) and update both.
 const bundledVersion = 0x020b01ff
 
 func TestLinkedLibrdkafkaIsTheBundledVersion(t *testing.T) {

@@ -8,8 +8,11 @@ import "C"
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"runtime"
 	"runtime/cgo"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -28,7 +31,10 @@ type Producer struct {
 	stop   chan struct{}
 	polled sync.WaitGroup
 
-	rkts map[string]*C.rd_kafka_topic_t // topic handles, one per topic produced to
+	rkts map[string]topicHandle // one per topic produced to
+
+	// runs sizes the placement of keyless records (zero: librdkafka's partitioner places them).
+	runs runLimits
 
 	// Reused by every Produce call: C descriptors of the records and one byte arena holding their keys, values and
 	// headers. librdkafka copies each record (RD_KAFKA_MSG_F_COPY) before the call returns.
@@ -37,13 +43,32 @@ type Producer struct {
 	arena []byte
 }
 
+type topicHandle struct {
+	rkt       *C.rd_kafka_topic_t
+	placement *C.struct_eos_placement // nil when librdkafka's partitioner places keyless records; C memory
+}
+
+const requestHeaderBytes = 1024
+
+// runLimits bound a run of keyless records to what one produce request holds.
+type runLimits struct{ bytes, records int64 }
+
 // NewProducer creates a producer with the given librdkafka properties and starts serving its delivery reports.
+//
+// Unless props choose a partitioner or set sticky.partitioning.linger.ms, keyless records (no key or an empty
+// one) are placed in runs of about one produce request (batch.size, batch.num.messages), on each partition in
+// turn, instead of by librdkafka's sticky partitioner; keyed records are placed as librdkafka's default
+// partitioner (consistent_random) places them.
 func NewProducer(props map[string]string, hooks Hooks) (*Producer, error) {
+	runs, props, err := keylessRuns(props)
+	if err != nil {
+		return nil, err
+	}
 	rk, cl, h, err := newHandle(C.EOS_RD_PRODUCER, "producer", props, hooks)
 	if err != nil {
 		return nil, err
 	}
-	p := &Producer{rk: rk, cl: cl, handle: h, stop: make(chan struct{}), rkts: map[string]*C.rd_kafka_topic_t{}}
+	p := &Producer{rk: rk, cl: cl, handle: h, stop: make(chan struct{}), rkts: map[string]topicHandle{}, runs: runs}
 	p.polled.Add(1)
 	go p.poll()
 	return p, nil
@@ -142,7 +167,7 @@ func (p *Producer) Produce(recs []stream.Record, defaultTopic string, toPartitio
 func (p *Producer) produceChunk(recs []stream.Record, defaultTopic string, toPartition bool) (int, error) {
 	p.outs, p.hdrs, p.arena = p.outs[:0], p.hdrs[:0], p.arena[:0]
 	var lastTopic string
-	var lastRkt *C.rd_kafka_topic_t
+	var last topicHandle
 	for i := range recs {
 		r := &recs[i]
 		if i == maxChunkRecords || i > 0 && len(p.arena)+recordBytes(r) > maxArena {
@@ -152,18 +177,18 @@ func (p *Producer) produceChunk(recs []stream.Record, defaultTopic string, toPar
 		if topic == "" {
 			topic = defaultTopic
 		}
-		if lastRkt == nil || topic != lastTopic {
-			rkt, err := p.rkt(topic)
+		if last.rkt == nil || topic != lastTopic {
+			t, err := p.topic(topic)
 			if err != nil {
 				if len(p.outs) == 0 {
 					return 0, err
 				}
 				break // the records before it are produced; the next call starts with it and fails
 			}
-			lastTopic, lastRkt = topic, rkt
+			lastTopic, last = topic, t
 		}
-		o := C.struct_eos_out{rkt: lastRkt, partition: C.EOS_RD_PARTITION_UA, hdr_first: C.int32_t(len(p.hdrs)),
-			hdr_count: C.int32_t(len(r.Headers))}
+		o := C.struct_eos_out{rkt: last.rkt, placement: last.placement, partition: C.EOS_RD_PARTITION_UA,
+			hdr_first: C.int32_t(len(p.hdrs)), hdr_count: C.int32_t(len(r.Headers))}
 		if toPartition {
 			o.partition = C.int32_t(r.Partition)
 		}
@@ -211,19 +236,71 @@ func recordBytes(r *stream.Record) int {
 	return n
 }
 
-// rkt returns the topic handle for a topic, creating it the first time.
-func (p *Producer) rkt(topic string) (*C.rd_kafka_topic_t, error) {
+// topic returns the handle for a topic, creating it the first time.
+func (p *Producer) topic(topic string) (topicHandle, error) {
 	if t, ok := p.rkts[topic]; ok {
 		return t, nil
 	}
 	ct := C.CString(topic)
 	defer C.free(unsafe.Pointer(ct))
-	t := C.rd_kafka_topic_new(p.rk, ct, nil)
-	if t == nil {
-		return nil, &Error{code: kafka.ErrInvalidArg, msg: fmt.Sprintf("invalid topic name %q", topic)}
+	var t topicHandle
+	if p.runs.records > 0 {
+		t.placement = (*C.struct_eos_placement)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_eos_placement{}))))
+		t.placement.max_bytes = C.int64_t(p.runs.bytes)
+		t.placement.max_msgs = C.int64_t(p.runs.records)
+		t.placement.first = C.int32_t(rand.Int32N(1 << 30))
+	}
+	t.rkt = C.eos_topic_new(p.rk, ct, t.placement)
+	if t.rkt == nil {
+		C.free(unsafe.Pointer(t.placement))
+		return topicHandle{}, &Error{code: kafka.ErrInvalidArg, msg: fmt.Sprintf("invalid topic name %q", topic)}
+	}
+	if t.placement != nil && C.rd_kafka_topic_opaque(t.rkt) != unsafe.Pointer(t.placement) {
+		// librdkafka already had a handle for the topic (created for its own use) and kept its configuration.
+		C.free(unsafe.Pointer(t.placement))
+		t.placement = nil
 	}
 	p.rkts[topic] = t
 	return t, nil
+}
+
+// keylessRuns returns how runs of keyless records are bounded (zero when props leave their placement to
+// librdkafka) and the properties to create the client with: sticky.partitioning.linger.ms 0, so that librdkafka
+// asks the partitioner for keyless records too.
+func keylessRuns(props map[string]string) (runLimits, map[string]string, error) {
+	for _, own := range []string{"partitioner", "sticky.partitioning.linger.ms"} {
+		if _, ok := props[own]; ok {
+			return runLimits{}, props, nil
+		}
+	}
+	limit := func(name string, byDefault int64) (int64, error) {
+		v, ok := props[name]
+		if !ok {
+			return byDefault, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return 0, &ConfigRefused{Client: "producer", Reason: fmt.Sprintf("%s=%q is not a positive integer", name, v)}
+		}
+		return n, nil
+	}
+	// librdkafka's defaults; a request holds at most min(batch.size, message.max.bytes) bytes, counting its own
+	// header, topic name and transactional.id (at most a few hundred bytes), which requestHeaderBytes leaves room for.
+	batchBytes, err := limit("batch.size", 1_000_000)
+	if err != nil {
+		return runLimits{}, nil, err
+	}
+	maxBytes, err := limit("message.max.bytes", 1_000_000)
+	if err != nil {
+		return runLimits{}, nil, err
+	}
+	records, err := limit("batch.num.messages", 10_000)
+	if err != nil {
+		return runLimits{}, nil, err
+	}
+	withLinger := maps.Clone(props)
+	withLinger["sticky.partitioning.linger.ms"] = "0"
+	return runLimits{bytes: max(min(batchBytes, maxBytes)-requestHeaderBytes, 1), records: records}, withLinger, nil
 }
 
 // FatalError returns the producer's fatal error (fenced, an idempotence failure), nil while it has none.
@@ -234,9 +311,12 @@ func (p *Producer) Close() {
 	close(p.stop)
 	p.polled.Wait()
 	for _, t := range p.rkts {
-		C.rd_kafka_topic_destroy(t)
+		C.rd_kafka_topic_destroy(t.rkt)
 	}
 	C.rd_kafka_destroy(p.rk)
+	for _, t := range p.rkts {
+		C.free(unsafe.Pointer(t.placement)) // the partitioner may use it until the client is gone
+	}
 	C.eos_client_free(p.cl)
 	p.handle.Delete()
 }
