@@ -48,6 +48,8 @@ type topicHandle struct {
 	placement *C.struct_eos_placement // nil when librdkafka's partitioner places keyless records; C memory
 }
 
+// requestHeaderBytes is what a run leaves of a request's bytes for the request's own header, topic name and
+// transactional.id (a few hundred bytes at most).
 const requestHeaderBytes = 1024
 
 // runLimits bound a run of keyless records to what one produce request holds.
@@ -284,8 +286,7 @@ func keylessRuns(props map[string]string) (runLimits, map[string]string, error) 
 		}
 		return n, nil
 	}
-	// librdkafka's defaults; a request holds at most min(batch.size, message.max.bytes) bytes, counting its own
-	// header, topic name and transactional.id (at most a few hundred bytes), which requestHeaderBytes leaves room for.
+	// librdkafka's defaults; a request holds at most min(batch.size, message.max.bytes) bytes, its header included.
 	batchBytes, err := limit("batch.size", 1_000_000)
 	if err != nil {
 		return runLimits{}, nil, err
