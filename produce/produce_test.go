@@ -287,20 +287,25 @@ func TestUnknownPartitionIsAbortable(t *testing.T) {
 	}
 }
 
-func TestConnectionsAreEagerUnlessTheUserSetsThem(t *testing.T) {
+func TestDefaultsGiveWayToTheUsersProperties(t *testing.T) {
 	for _, tc := range []struct {
 		user map[string]string
-		want string
+		want map[string]string // "" : not set, librdkafka's default applies
 	}{
-		{nil, "false"},
-		{map[string]string{rdkafka.SparseConnections: "true"}, "true"},
+		{nil, map[string]string{rdkafka.SparseConnections: "false", "retry.backoff.ms": "20", "retry.backoff.max.ms": "100"}},
+		{map[string]string{rdkafka.SparseConnections: "true"}, map[string]string{rdkafka.SparseConnections: "true"}},
+		{map[string]string{"retry.backoff.max.ms": "500"}, map[string]string{"retry.backoff.ms": "20", "retry.backoff.max.ms": "500"}},
+		// A backoff above our bound would be refused with it: the user's backoff gets librdkafka's bound.
+		{map[string]string{"retry.backoff.ms": "200"}, map[string]string{"retry.backoff.ms": "200", "retry.backoff.max.ms": ""}},
 	} {
 		props, err := clientProperties(Config{Brokers: "b:9092", Properties: tc.user})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := props[rdkafka.SparseConnections]; got != tc.want {
-			t.Errorf("with user properties %v: %s = %q, want %q", tc.user, rdkafka.SparseConnections, got, tc.want)
+		for name, want := range tc.want {
+			if got := props[name]; got != want {
+				t.Errorf("with user properties %v: %s = %q, want %q", tc.user, name, got, want)
+			}
 		}
 	}
 }
