@@ -123,8 +123,9 @@ func (b *bench) addCeiling(c Ceiling) {
 
 // goCopy reads the whole backlog with a plain librdkafka consumer on the host (the processor's client library
 // and placement, its consumer settings, read_committed) and, when produce is set, writes every record to a fresh
-// topic with an idempotent acks=all producer, one Produce call per record as the processor does, without
-// transactions, transforms or batches: what a copy job costs the client and the broker before any guarantee.
+// topic with an idempotent acks=all producer, one Produce call per record as the processor did before its batch
+// client, without transactions, transforms or batches: what a copy job costs the client and the broker before
+// any guarantee.
 func (b *bench) goCopy(ctx context.Context, w workload, produce bool) (Ceiling, error) {
 	cons, err := ceilingConsumer(b.cluster.BootstrapServers(), w.topic)
 	if err != nil {
