@@ -213,15 +213,11 @@ rd_kafka_topic_t *eos_topic_new(rd_kafka_t *rk, const char *topic, struct eos_pl
 }
 
 /* Counts a keyless record into its topic's run, first starting the next run when the record would not fit. The
- * size is what librdkafka's request writer reserves for it (rd_kafka_msg_wire_size). */
-static void placement_add(struct eos_placement *pl, const struct eos_out *o, const struct eos_out_hdr *hdrs) {
+ * size is what librdkafka's request writer reserves for it (rd_kafka_msg_wire_size); hdr_bytes is its headers'
+ * names and values, summed where eos_produce builds them. */
+static void placement_add(struct eos_placement *pl, const struct eos_out *o, int64_t hdr_bytes) {
         int64_t size = EOS_RD_MESSAGE_V2_MAX_OVERHEAD + (o->key_len > 0 ? o->key_len : 0) +
-                       (o->value_len > 0 ? o->value_len : 0);
-        int32_t k;
-        for (k = 0; k < o->hdr_count; k++) {
-                const struct eos_out_hdr *oh = &hdrs[o->hdr_first + k];
-                size += EOS_RD_HEADER_MAX_OVERHEAD + oh->name_len + (oh->value_len > 0 ? oh->value_len : 0);
-        }
+                       (o->value_len > 0 ? o->value_len : 0) + o->hdr_count * EOS_RD_HEADER_MAX_OVERHEAD + hdr_bytes;
         if (pl->run_msgs > 0 && (pl->run_msgs >= pl->max_msgs || pl->run_bytes + size > pl->max_bytes)) {
                 __atomic_add_fetch(&pl->run, 1, __ATOMIC_RELAXED);
                 pl->run_bytes = 0;
@@ -245,17 +241,19 @@ int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *out
                 rd_kafka_headers_t *h = NULL;
                 int err;
                 int32_t k;
+                int64_t hdr_bytes = 0;
                 if (o->hdr_count > 0) {
                         h = rd_kafka_headers_new((size_t)o->hdr_count);
                         for (k = 0; k < o->hdr_count; k++) {
                                 const struct eos_out_hdr *oh = &hdrs[o->hdr_first + k];
+                                hdr_bytes += oh->name_len + (oh->value_len > 0 ? oh->value_len : 0);
                                 rd_kafka_header_add(h, arena + oh->name_off, (ssize_t)oh->name_len,
                                                     oh->value_len < 0 ? NULL : arena + oh->value_off,
                                                     oh->value_len < 0 ? 0 : (ssize_t)oh->value_len);
                         }
                 }
                 if (o->placement && o->partition == EOS_RD_PARTITION_UA && o->key_len <= 0)
-                        placement_add(o->placement, o, hdrs);
+                        placement_add(o->placement, o, hdr_bytes);
                 __atomic_add_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
                 /* A NULL headers list is no headers. */
                 err = rd_kafka_producev(
