@@ -185,6 +185,7 @@ type fakeProducer struct {
 	commitGate chan struct{}
 	calls      []string
 	produced   []stream.Record
+	largest    int // most records handed over in one Produce call
 	offsets    []map[stream.TopicPartition]int64
 	groups     []*produce.GroupMetadata
 	fail       map[string][]error
@@ -221,6 +222,7 @@ func (p *fakeProducer) Flush(context.Context) error { return p.do("flush") }
 // Produce takes the records one by one like the real producer: a record refused for itself is skipped and
 // reported by index, any other failure stops the batch.
 func (p *fakeProducer) Produce(_ context.Context, recs []stream.Record) (refused []int, err error) {
+	p.largest = max(p.largest, len(recs))
 	for i, r := range recs {
 		if perr := p.do("produce"); perr != nil {
 			if !errors.Is(perr, produce.ErrRecordRefused) {
@@ -744,6 +746,48 @@ func TestRefusedOutputDeadLettersItsInputOnTheRedo(t *testing.T) {
 	}
 	if len(l.refused) != 0 {
 		t.Errorf("refused sources kept after their batch committed: %v", l.refused)
+	}
+}
+
+// TestABatchIsWrittenAChunkAtATimeAndEveryRefusalFoundInOneAttempt: a batch larger than writeChunk is handed to
+// the producer a chunk at a time (so that its outputs are never all in memory at once), and the chunks after one
+// with a refused output are still offered, so that one redo deals with refusals in every chunk.
+func TestABatchIsWrittenAChunkAtATimeAndEveryRefusalFoundInOneAttempt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 2*writeChunk + 10
+	batch := make([]stream.Record, n)
+	for i := range batch {
+		batch[i] = rec(0, int64(i))
+	}
+	refusedAt := []int{1, writeChunk + 5, 2*writeChunk + 3}
+	script := make([]error, n)
+	for _, i := range refusedAt {
+		script[i] = refusedErr()
+	}
+	c := &fakeConsumer{batches: [][]stream.Record{batch}, stop: cancel}
+	p := &fakeProducer{fail: map[string][]error{"produce": script}}
+	c.producer = p
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.rewinds != 1 {
+		t.Fatalf("rewinds %d, want the batch redone once for all of its refused outputs", c.rewinds)
+	}
+	if p.largest > writeChunk {
+		t.Errorf("%d records handed over in one call, want at most a chunk (%d)", p.largest, writeChunk)
+	}
+	redo := p.produced[n-len(refusedAt):]
+	var dead []string
+	for _, r := range redo {
+		if r.Topic == "dlq" {
+			dead = append(dead, header(r, stream.SourceHeader))
+		}
+	}
+	want := []string{"in/0/1", fmt.Sprintf("in/0/%d", writeChunk+5), fmt.Sprintf("in/0/%d", 2*writeChunk+3)}
+	if !slices.Equal(dead, want) || len(redo) != n {
+		t.Fatalf("redo produced %d records, dead letters %v; want %d records, dead letters %v", len(redo), dead, n, want)
 	}
 }
 

@@ -28,7 +28,7 @@ func (l *Loop) prepare(work context.Context, b *batch, in []stream.Record) (*chu
 	if err != nil {
 		return nil, &abortable{step: "transform", err: err}
 	}
-	c := &chunk{kept: kept, from: from, outputs: len(out), changelog: changelog}
+	c := &chunk{inputs: len(in), kept: kept, from: from, outputs: len(out), changelog: changelog}
 	c.out = append(append(out, dead...), failed...)
 	if len(c.out) > c.outputs && l.StopOnBadRecord {
 		return nil, badRecord(c.out[c.outputs])
