@@ -292,7 +292,9 @@ func TestDefaultsGiveWayToTheUsersProperties(t *testing.T) {
 		user map[string]string
 		want map[string]string // "" : not set, librdkafka's default applies
 	}{
-		{nil, map[string]string{rdkafka.SparseConnections: "false", "retry.backoff.ms": "20", "retry.backoff.max.ms": "100"}},
+		{nil, map[string]string{rdkafka.SparseConnections: "false", "retry.backoff.ms": "20", "retry.backoff.max.ms": "100",
+			"queue.buffering.max.messages": "20000"}},
+		{map[string]string{"queue.buffering.max.messages": "100000"}, map[string]string{"queue.buffering.max.messages": "100000"}},
 		{map[string]string{rdkafka.SparseConnections: "true"}, map[string]string{rdkafka.SparseConnections: "true"}},
 		{map[string]string{"retry.backoff.max.ms": "500"}, map[string]string{"retry.backoff.ms": "20", "retry.backoff.max.ms": "500"}},
 		// A backoff above our bound would be refused with it: the user's backoff gets librdkafka's bound.

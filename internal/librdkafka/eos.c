@@ -1,5 +1,6 @@
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "eos.h"
 #include "_cgo_export.h"
 
@@ -42,17 +43,25 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
                 }
                 pthread_mutex_unlock(&cl->mu);
         }
-        __atomic_sub_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
+        int64_t left = __atomic_sub_fetch(&cl->pending, 1, __ATOMIC_SEQ_CST);
+        int64_t below = __atomic_load_n(&cl->wake_below, __ATOMIC_SEQ_CST);
+        if (below > 0 && left < below) {
+                pthread_mutex_lock(&cl->mu);
+                pthread_cond_broadcast(&cl->room);
+                pthread_mutex_unlock(&cl->mu);
+        }
 }
 
 struct eos_client *eos_client_new(uintptr_t handle) {
         struct eos_client *cl = calloc(1, sizeof(*cl));
         cl->handle = handle;
         pthread_mutex_init(&cl->mu, NULL);
+        pthread_cond_init(&cl->room, NULL);
         return cl;
 }
 
 void eos_client_free(struct eos_client *cl) {
+        pthread_cond_destroy(&cl->room);
         pthread_mutex_destroy(&cl->mu);
         free(cl);
 }
@@ -284,6 +293,31 @@ void eos_begin_epoch(struct eos_client *cl, uint64_t epoch) {
 
 int64_t eos_pending(struct eos_client *cl) {
         return __atomic_load_n(&cl->pending, __ATOMIC_SEQ_CST);
+}
+
+/* Called once librdkafka refused a record with QUEUE_FULL: waits until a quarter of the records pending then have
+ * been reported (the queue has room for a quarter more) or timeout_ms passed. Returns 1 when there is room. */
+int eos_wait_room(struct eos_client *cl, int timeout_ms) {
+        struct timespec deadline;
+        int64_t below;
+        int room;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&cl->mu);
+        below = __atomic_load_n(&cl->pending, __ATOMIC_SEQ_CST) * 3 / 4 + 1;
+        __atomic_store_n(&cl->wake_below, below, __ATOMIC_SEQ_CST);
+        while (__atomic_load_n(&cl->pending, __ATOMIC_SEQ_CST) >= below)
+                if (pthread_cond_timedwait(&cl->room, &cl->mu, &deadline) != 0)
+                        break;
+        room = __atomic_load_n(&cl->pending, __ATOMIC_SEQ_CST) < below;
+        __atomic_store_n(&cl->wake_below, 0, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&cl->mu);
+        return room;
 }
 
 int eos_delivery_error(struct eos_client *cl, char *topic, size_t topic_size, int32_t *partition) {

@@ -16,6 +16,11 @@ struct eos_client {
         int dr_err;         /* first failed delivery of the current epoch, 0 when none */
         int32_t dr_partition;
         char dr_topic[256];
+
+        /* A producer whose queue was full waits on room for pending to fall below wake_below (0: nobody waits);
+         * the delivery report callback signals it, taking mu only then. */
+        pthread_cond_t room;
+        int64_t wake_below; /* atomic */
 };
 
 /* One consumed record, pointing into its librdkafka message: valid until eos_consume_release. */
@@ -94,6 +99,7 @@ int eos_produce(rd_kafka_t *rk, struct eos_client *cl, const struct eos_out *out
                 const struct eos_out_hdr *hdrs, const char *arena, size_t *done);
 void eos_begin_epoch(struct eos_client *cl, uint64_t epoch);
 int64_t eos_pending(struct eos_client *cl);
+int eos_wait_room(struct eos_client *cl, int timeout_ms);
 int eos_delivery_error(struct eos_client *cl, char *topic, size_t topic_size, int32_t *partition);
 void eos_list_add(rd_kafka_topic_partition_list_t *list, const char *topic, int32_t partition, int64_t offset);
 struct eos_rd_topic_partition *eos_list_elems(rd_kafka_topic_partition_list_t *list, int *cnt);

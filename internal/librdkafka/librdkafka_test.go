@@ -114,6 +114,31 @@ func TestFailedDeliveryIsReportedForItsEpochOnly(t *testing.T) {
 	}
 }
 
+// A full queue has room again once delivery reports come in (here: the records time out undelivered): the wait
+// ends on the reports, not on its timeout, and without them it ends on its timeout.
+func TestWaitForRoomEndsWhenRecordsAreReported(t *testing.T) {
+	p, _ := unreachableProducer(t, map[string]string{"queue.buffering.max.messages": "8", "message.timeout.ms": "300", "enable.idempotence": "false"})
+	recs := make([]stream.Record, 20)
+	n, err := p.Produce(recs, "out", false)
+	var e *Error
+	if n != 8 || !errors.As(err, &e) || e.Code() != kafka.ErrQueueFull {
+		t.Fatalf("Produce = %d, %v; want 8 and QUEUE_FULL", n, err)
+	}
+	if p.WaitForRoom(10 * time.Millisecond) {
+		t.Fatal("WaitForRoom reported room before any record was reported")
+	}
+	start := time.Now()
+	if !p.WaitForRoom(30 * time.Second) {
+		t.Fatalf("WaitForRoom = false after %s, %d records pending", time.Since(start), p.Pending())
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Errorf("WaitForRoom took %s: it waited for its timeout, not for the reports", waited)
+	}
+	if n, err := p.Produce(recs[8:10], "out", false); err != nil || n != 2 {
+		t.Errorf("Produce after the wait = %d, %v; want 2, nil", n, err)
+	}
+}
+
 func TestConsumeWithoutBrokersWaitsItsTimeout(t *testing.T) {
 	c, err := NewConsumer(map[string]string{"bootstrap.servers": "127.0.0.1:1", "group.id": "g"}, Hooks{})
 	if err != nil {

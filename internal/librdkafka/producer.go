@@ -124,6 +124,14 @@ func (p *Producer) BeginEpoch(epoch uint64) { C.eos_begin_epoch(p.cl, C.uint64_t
 // Pending is the number of records produced whose delivery report has not been served yet.
 func (p *Producer) Pending() int64 { return int64(C.eos_pending(p.cl)) }
 
+// WaitForRoom is for a producer whose queue was full (QUEUE_FULL): it waits until a quarter of the records
+// pending then have been reported, so that the queue takes that many again, or until timeout. It reports
+// whether there is room. Waiting for the queue to empty instead (a flush) would leave the broker idle until the
+// queue refilled.
+func (p *Producer) WaitForRoom(timeout time.Duration) bool {
+	return C.eos_wait_room(p.cl, C.int(timeout.Milliseconds())) != 0
+}
+
 // DeliveryError is the current epoch's first failed delivery, nil when none.
 func (p *Producer) DeliveryError() error {
 	var topic [256]C.char
