@@ -791,6 +791,42 @@ func TestABatchIsWrittenAChunkAtATimeAndEveryRefusalFoundInOneAttempt(t *testing
 	}
 }
 
+// TestTheNextBatchIsPreparedOnlyOnceTheTransactionHandedItsBatchOver: the transaction prepares its batch a chunk
+// at a time on its own goroutine, and the next batch's first chunk is prepared on the loop's: the two must not
+// prepare at once (the transform and the identity writer are used one goroutine at a time; -race catches it).
+func TestTheNextBatchIsPreparedOnlyOnceTheTransactionHandedItsBatchOver(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var batches [][]stream.Record
+	for b := range 3 {
+		batch := make([]stream.Record, 2*writeChunk+1)
+		for i := range batch {
+			batch[i] = rec(int32(b), int64(i))
+		}
+		batches = append(batches, batch)
+	}
+	c := &fakeConsumer{batches: batches, stop: cancel}
+	p := &fakeProducer{}
+	c.producer = p
+	l := &Loop{Consumer: c, Producer: p, OutputTopic: "out", DeadLetterTopic: "dlq", MinBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, batch := range batches {
+		for _, r := range batch {
+			want = append(want, r.Source())
+		}
+	}
+	var got []string
+	for _, r := range p.produced {
+		got = append(got, header(r, stream.SourceHeader))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("produced %d records, want the %d inputs' outputs in order", len(got), len(want))
+	}
+}
+
 func TestRefusedDeadLetterIsFatal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

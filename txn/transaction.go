@@ -32,8 +32,13 @@ type batch struct {
 	written      int
 	writtenParts map[stream.TopicPartition]bool
 	early        int
-	// ready is the rest of the assembled batch, prepared on the loop's goroutine for the transaction to write.
+	// ready is the first chunk of the rest of the assembled batch, prepared on the loop's goroutine for the
+	// transaction to write.
 	ready *chunk
+	// handedOver is closed once the batch's transaction has prepared and handed over all of its inputs (or
+	// failed to): preparing touches state of the loop's (the transform, the identity writer, the dead-letter
+	// log), so the next batch's preparation waits for it.
+	handedOver chan struct{}
 	// doomed says why a batch was abandoned during its assembly (its transaction aborted): *abortable, or fatal.
 	doomed error
 	// sawRevocation says partitions were revoked or lost during the assembly.
@@ -72,7 +77,7 @@ type flight struct {
 func (l *Loop) send(work, settle context.Context, b *batch) {
 	f := &flight{batch: b, done: make(chan struct{})}
 	l.inflight = f
-	b.sent = time.Now()
+	b.sent, b.handedOver = time.Now(), make(chan struct{})
 	go func() {
 		defer close(f.done)
 		f.err = l.transact(work, settle, b)
@@ -237,9 +242,10 @@ func (l *Loop) write(work, settle context.Context, b *batch, in []stream.Record)
 }
 
 // prepareRest prepares inputs of the assembled batch that were not written during its assembly, on the loop's
-// goroutine while the previous transaction may still commit, for its transaction to write: all of them with
-// de-duplication (its store is used on the loop's goroutine only), else the first writeChunk, and the transaction
-// prepares the rest a chunk at a time as it writes them.
+// goroutine, once the previous transaction has handed over its own batch but may still send its offsets and
+// commit, for its transaction to write: all of them with de-duplication (its store is used on the loop's
+// goroutine only), else the first writeChunk, and the transaction prepares the rest a chunk at a time as it
+// writes them.
 func (l *Loop) prepareRest(work, settle context.Context, b *batch) error {
 	if b.ready != nil || b.written == len(b.in) {
 		return nil
@@ -247,6 +253,9 @@ func (l *Loop) prepareRest(work, settle context.Context, b *batch) error {
 	rest := b.in[b.written:]
 	if l.Dedupe == nil {
 		rest = rest[:min(len(rest), writeChunk)]
+	}
+	if f := l.inflight; f != nil {
+		<-f.batch.handedOver
 	}
 	start := time.Now()
 	c, err := l.prepare(work, b, rest)
@@ -343,6 +352,7 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	err := l.write(work, settle, b, b.in)
 	// The producer has copied the records: the batch's records can go.
 	b.in = nil
+	close(b.handedOver)
 	if err != nil {
 		return err
 	}
