@@ -134,8 +134,10 @@ func TestWaitForRoomEndsWhenRecordsAreReported(t *testing.T) {
 	if waited := time.Since(start); waited > 10*time.Second {
 		t.Errorf("WaitForRoom took %s: it waited for its timeout, not for the reports", waited)
 	}
-	if n, err := p.Produce(recs[8:10], "out", false); err != nil || n != 2 {
-		t.Errorf("Produce after the wait = %d, %v; want 2, nil", n, err)
+	// Room means a quarter of the 8 pending records reported. (librdkafka counts a record out of its queue only
+	// once its report has been served, a moment later, so a produce right now may still find the queue full.)
+	if pending := p.Pending(); pending > 6 {
+		t.Errorf("WaitForRoom = true with %d records pending, want at most 6 of the 8", pending)
 	}
 }
 
