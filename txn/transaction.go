@@ -32,8 +32,8 @@ type batch struct {
 	written      int
 	writtenParts map[stream.TopicPartition]bool
 	early        int
-	// ready is the first chunk of the rest of the assembled batch, prepared on the loop's goroutine for the
-	// transaction to write.
+	// ready is what prepareRest prepared of the assembled batch's rest on the loop's goroutine (its first
+	// writeChunk inputs, all of it with de-duplication), for the transaction to write.
 	ready *chunk
 	// handedOver is closed once the batch's transaction has prepared and handed over all of its inputs (or
 	// failed to): preparing touches state of the loop's (the transform, the identity writer, the dead-letter
