@@ -295,3 +295,52 @@ func TestTheBacklogsLastBatchDoesNotWaitOutTheInterval(t *testing.T) {
 		t.Errorf("batch sizes %v (context: %v), want %v each closed before the interval ended", sizes, ctx.Err(), want)
 	}
 }
+
+// A full batch that cannot go yet (the transaction before it still runs) takes what arrives meanwhile, up to
+// MaxBatchRecords and within maxHeldBatchBytes, and closes as soon as the hold ends.
+func TestAFullBatchHeldTakesWhatArrivesWithinItsLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		batch, max  int
+		value       []byte
+		holdChecks  int // how many times the hold reports true
+		want        int
+		wantChecked int
+	}{
+		{"not held: closes full", 100, 350, nil, 0, 100, 1},
+		{"held: takes what arrives while held", 100, 350, nil, 3, 250, 4},
+		{"held throughout: up to the maximum", 100, 350, nil, 1 << 30, 350, 5},
+		{"large records: within the bytes bound", 10000, 100000, make([]byte, 1024), 1 << 30,
+			10000 * maxHeldBatchBytes / (10000 * 1024), 128},
+		{"large records: no more beyond the bytes bound", 20000, 100000, make([]byte, 1024), 1 << 30, 20000, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := stream.TopicPartition{Topic: "in", Partition: 0}
+			m := &modelClient{tp: tp, end: 1 << 20, perCall: 50, value: tc.value}
+			c := newConsumer(Config{BatchInterval: time.Minute, BatchRecords: tc.batch, MaxBatchRecords: tc.max},
+				slog.New(slog.NewTextHandler(io.Discard, nil)), "earliest")
+			c.k, m.rebalance = m, c.rebalance
+			c.rebalance(true, []kafka.TopicPartition{ktp(tp, kafka.OffsetInvalid)})
+			checks := 0
+			c.SetBatchHold(func() bool {
+				checks++
+				return checks <= tc.holdChecks
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			batch, err := c.Assemble(ctx, map[stream.TopicPartition]int64{tp: 1 << 40})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(batch) != tc.want || checks != tc.wantChecked || ctx.Err() != nil {
+				t.Errorf("batch of %d records after %d hold checks (context: %v), want %d after %d",
+					len(batch), checks, ctx.Err(), tc.want, tc.wantChecked)
+			}
+			for i, r := range batch {
+				if r.Offset != int64(i) {
+					t.Fatalf("record %d of the batch has offset %d: records lost or repeated", i, r.Offset)
+				}
+			}
+		})
+	}
+}
