@@ -65,7 +65,7 @@ func main() {
 	flag.Float64Var(&o.latencyRate, "latency-rate", 0, "records/s of every latency run instead of half of each configuration's measured maximum, so that runs of separate invocations compare (tuning experiments)")
 	flag.StringVar(&o.jsonPath, "json", "docs/benchmarks.json", "where every figure is written")
 	flag.StringVar(&o.svgPath, "svg", "docs/benchmarks.svg", "where the plot is written")
-	flag.IntVar(&o.repeats, "repeats", 3, "runs of each throughput configuration (alternating); ratios are of medians")
+	flag.IntVar(&o.repeats, "repeats", 5, "runs of each throughput and latency configuration (alternating); ratios are of medians")
 	flag.Func("only", "measure only the configurations whose name (e.g. \"100 B processor exactly_once 100ms\") matches this regexp", func(v string) (err error) {
 		o.only, err = regexp.Compile(v)
 		return err
