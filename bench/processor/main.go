@@ -73,7 +73,7 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", false, "skip the ceilings (ProducerPerformance still writes the backlogs, untimed), the profile and the latency runs")
 	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
-	flag.Func("env", "NAME=VALUE added to every processor run's environment (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
+	flag.Func("env", "NAME=VALUE added to the environment of every processor run but the default-settings ones (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
 		func(s string) error {
 			k, v, ok := strings.Cut(s, "=")
 			if !ok {
