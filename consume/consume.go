@@ -32,7 +32,8 @@ import (
 // the size is latency. At 170,000 records/s of 100 bytes (100 ms batches, 2 cores shared with the broker, the
 // generator and the reader; 4 alternating runs each), closing at 10,000 records gave a p50 of 57-67 ms and a p99
 // of 114-144 ms against 92-98 and 166-193 at 20,000, at the same CPU per record. A backlog is not slowed: its
-// batches grow (see batchSize).
+// batches grow (see batchSize). Nearer capacity the extra transactions cost: at 224,000 records/s the p99 was
+// 157-432 ms against 175-208 at 20,000 (docs/benchmarks.md, "Batch size and latency").
 const DefaultBatchRecords = 10000
 
 // DefaultMaxBatchRecords is the most records in one batch unless configured otherwise: how far batches grow while
