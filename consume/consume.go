@@ -57,12 +57,12 @@ type Config struct {
 	AutoOffsetReset string
 	// BatchInterval is how long Assemble collects one batch at most. Zero means DefaultBatchInterval.
 	BatchInterval time.Duration
-	// BatchRecords is the size at which a batch closes before its interval ends while the input keeps up;
-	// librdkafka's prefetch is sized from it. Zero means DefaultBatchRecords; it is at most MaxBatchRecords.
+	// BatchRecords is the size at which a batch closes before its interval ends while the input keeps up. Zero
+	// means DefaultBatchRecords; it is at most MaxBatchRecords.
 	BatchRecords int
 	// MaxBatchRecords is the most records a batch takes. While a backlog waits, each batch may take twice as
-	// many as the one before, from BatchRecords up to MaxBatchRecords (and within maxGrownBatchBytes). Zero
-	// means DefaultMaxBatchRecords.
+	// many as the one before, from BatchRecords up to MaxBatchRecords (and within maxGrownBatchBytes); librdkafka's
+	// prefetch is sized from it. Zero means DefaultMaxBatchRecords.
 	MaxBatchRecords int
 	// MaxPollInterval must exceed the longest gap between two Assemble calls (one batch's transform and
 	// commit); past it librdkafka leaves the group and the batch's offsets are refused.
