@@ -51,6 +51,7 @@ type options struct {
 	repeats       int               // runs of each throughput configuration, alternating, for medians
 	streams       bool              // measure the Kafka Streams peer too
 	only          *regexp.Regexp    // measure only the configurations whose name matches (tuning experiments)
+	variants      []peer            // instead of the usual configurations, these side by side (tuning experiments)
 	quick         bool              // skip the ceilings, the profile and the latency runs (tuning experiments)
 }
 
@@ -80,6 +81,24 @@ func main() {
 				return fmt.Errorf("%q is not NAME=VALUE", s)
 			}
 			o.extraEnv[k] = v
+			return nil
+		})
+	flag.Func("variant", "LABEL:NAME=VALUE[,NAME=VALUE...]: measure, instead of the usual configurations, the processor (exactly_once, 100 ms) with these settings, beside every other -variant, alternating, the latency runs all at half the first variant's drain rate unless -latency-rate (repeatable), e.g. -variant small:PROCESSOR_BATCH_RECORDS=10000 -variant large:PROCESSOR_BATCH_RECORDS=20000",
+		func(s string) error {
+			label, settings, ok := strings.Cut(s, ":")
+			if !ok || label == "" {
+				return fmt.Errorf("%q is not LABEL:NAME=VALUE[,NAME=VALUE...]", s)
+			}
+			env := map[string]string{}
+			for _, kv := range strings.Split(settings, ",") {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("%q in -variant %s is not NAME=VALUE", kv, label)
+				}
+				env[k] = v
+			}
+			o.variants = append(o.variants, peer{Name: peerProcessor + " " + label, Guarantee: "exactly_once",
+				Interval: 100 * time.Millisecond, Env: env})
 			return nil
 		})
 	flag.Parse()
@@ -162,7 +181,9 @@ func run(ctx context.Context, o options) error {
 		{Name: peerSerial, Guarantee: "exactly_once", Interval: 100 * time.Millisecond,
 			Env: map[string]string{"PROCESSOR_TEST_SERIAL_LOOP": "true"}},
 	}
-	if o.streams {
+	if len(o.variants) > 0 {
+		peers = o.variants
+	} else if o.streams {
 		peers = append(peers,
 			peer{Name: peerStreams, Guarantee: "exactly_once", Interval: 100 * time.Millisecond},
 			peer{Name: peerStreams, Guarantee: "exactly_once", Interval: time.Second})
@@ -222,6 +243,9 @@ func run(ctx context.Context, o options) error {
 				peer{Name: peerProcessor, Guarantee: p.Guarantee, Interval: defaultInterval},
 				peer{Name: peerDefaults, Guarantee: p.Guarantee})
 		}
+	}
+	if len(o.variants) > 0 && !o.quick {
+		latencyPeers = o.variants
 	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, p := range latencyPeers {

@@ -262,7 +262,11 @@ func latencyLoad(p peer) peer {
 // input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
 // the send time.
 func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) error {
-	rate := b.res.median(w.name, latencyLoad(p)).RecordsPerSec / 2
+	load := latencyLoad(p)
+	if len(b.opts.variants) > 0 {
+		load = b.opts.variants[0] // variants compare under one load
+	}
+	rate := b.res.median(w.name, load).RecordsPerSec / 2
 	if b.opts.latencyRate > 0 {
 		rate = b.opts.latencyRate
 	}
