@@ -75,14 +75,7 @@ func main() {
 	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
 	flag.Func("env", "NAME=VALUE added to the environment of every processor run but the default-settings ones (repeatable), e.g. PROCESSOR_CONSUMER_PROPERTIES=...",
-		func(s string) error {
-			k, v, ok := strings.Cut(s, "=")
-			if !ok {
-				return fmt.Errorf("%q is not NAME=VALUE", s)
-			}
-			o.extraEnv[k] = v
-			return nil
-		})
+		func(s string) error { return addSetting(o.extraEnv, s) })
 	flag.Func("variant", "LABEL:NAME=VALUE[,NAME=VALUE...]: measure, instead of the usual configurations, the processor (exactly_once, 100 ms) with these settings, beside every other -variant, alternating, the latency runs all at half the first variant's drain rate unless -latency-rate (repeatable), e.g. -variant small:PROCESSOR_BATCH_RECORDS=10000 -variant large:PROCESSOR_BATCH_RECORDS=20000",
 		func(s string) error {
 			label, settings, ok := strings.Cut(s, ":")
@@ -91,11 +84,9 @@ func main() {
 			}
 			env := map[string]string{}
 			for _, kv := range strings.Split(settings, ",") {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("%q in -variant %s is not NAME=VALUE", kv, label)
+				if err := addSetting(env, kv); err != nil {
+					return fmt.Errorf("-variant %s: %w", label, err)
 				}
-				env[k] = v
 			}
 			o.variants = append(o.variants, peer{Name: peerProcessor + " " + label, Guarantee: "exactly_once",
 				Interval: 100 * time.Millisecond, Env: env})
@@ -109,6 +100,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// addSetting adds NAME=VALUE to env.
+func addSetting(env map[string]string, setting string) error {
+	k, v, ok := strings.Cut(setting, "=")
+	if !ok {
+		return fmt.Errorf("%q is not NAME=VALUE", setting)
+	}
+	env[k] = v
+	return nil
 }
 
 // workload is one record size with its pre-loaded backlog.
