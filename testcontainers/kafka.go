@@ -49,6 +49,9 @@ const (
 	clusterID    = "eosproc-test-cluster-A1"
 )
 
+// LogDir is where each broker keeps its partitions' files, inside its container.
+const LogDir = "/tmp/kafka-logs"
+
 // Options configure a cluster. The zero value is a single broker on the image from ImageEnv or DefaultImage.
 type Options struct {
 	// Brokers is 1 or 3 (0 means 1).
@@ -203,7 +206,7 @@ func brokerEnv(b *broker, n int, voters string, opts Options) map[string]string 
 		"listeners":                                fmt.Sprintf("INTERNAL://:%d,EXTERNAL://:9092,CONTROLLER://:%d", internalPort, controlPort),
 		"advertised.listeners":                     fmt.Sprintf("INTERNAL://%s:%d,EXTERNAL://localhost:%d", b.alias, internalPort, b.hostPort),
 		"listener.security.protocol.map":           "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
-		"log.dirs":                                 "/tmp/kafka-logs",
+		"log.dirs":                                 LogDir,
 		"default.replication.factor":               replication,
 		"min.insync.replicas":                      minISR,
 		"offsets.topic.replication.factor":         replication,

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -602,8 +603,11 @@ func procStats(pid int) (cpuSeconds, peakRSS float64, err error) {
 
 // dropTopics deletes a run's own topics once it is over. Every drain writes a whole backlog again and every
 // latency run half a minute of load (about 1.4 GB of input and output at 300,000 records/s), which a full bench
-// would otherwise leave on the broker's disk: a backlog of 1,000,000 x 1 KB once filled it mid-run. A failure is
-// only reported: the figures are taken by then.
+// would otherwise leave on the broker's disk: a backlog of 1,000,000 x 1 KB once filled it mid-run. It then waits
+// until the broker has removed their files and the kernel has written out what the run left dirty, so that the
+// next run does not pay for this one's disk work: the run after a 1 KB drain would otherwise share the machine
+// with the writeback of about 2 GB (the kernel writes dirty pages out after 30 s) and with the broker deleting
+// the files (a minute after the topic, by default). A failure is only reported: the figures are taken by then.
 func (b *bench) dropTopics(topics ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -612,4 +616,16 @@ func (b *bench) dropTopics(topics ...string) {
 			step("  could not delete topic %s after its run: %v", t, err)
 		}
 	}
+	err := testcontainers.WaitFor(ctx, "the broker to remove deleted topics' files", func(ctx context.Context) (bool, error) {
+		code, out, err := b.cluster.Exec(ctx, 1, []string{"ls", testcontainers.LogDir})
+		if err != nil || code != 0 {
+			return false, fmt.Errorf("ls %s in the broker's container (exit code %d): %v %s", testcontainers.LogDir, code, err, out)
+		}
+		// A deleted partition's directory is renamed to <topic>-<partition>.<id>-delete until its files go.
+		return !strings.Contains(out, "-delete"), nil
+	})
+	if err != nil {
+		step("  %v", err)
+	}
+	syscall.Sync()
 }
