@@ -250,6 +250,20 @@ func run(ctx context.Context, o options) error {
 	if len(o.variants) > 0 && !o.quick {
 		latencyPeers = o.variants
 	}
+	// The target's configuration also at half the capacity it has in the latency runs' setup.
+	if len(peers) > 0 && len(o.variants) == 0 && o.latencyRate == 0 {
+		target := slices.IndexFunc(latencyPeers, func(p peer) bool { return p.String() == peers[0].String() })
+		if target >= 0 && (o.only == nil || o.only.MatchString(loads[0].name+" "+peers[0].String())) {
+			if err := b.capacity(ctx, loads[0], peers[0]); err != nil {
+				return err
+			}
+			if res.Capacity.RecordsPerSec > 0 {
+				half := peers[0]
+				half.Load = loadHalfCapacity
+				latencyPeers = slices.Insert(latencyPeers, target+1, half)
+			}
+		}
+	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, p := range latencyPeers {
 			if o.only != nil && !o.only.MatchString(loads[0].name+" "+p.String()) {

@@ -54,6 +54,7 @@ type Latency struct {
 	Guarantee     string  `json:"guarantee"`
 	BatchInterval string  `json:"batch_interval"`
 	Repeat        int     `json:"repeat"`
+	Load          string  `json:"load,omitempty"`         // loadHalfCapacity, or empty for half the drain rate
 	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum (see latencyLoad)
 	Rate          float64 `json:"records_per_sec"`
 	// Sustained is the records that reached the output over the time from the generator's start to the last
@@ -90,7 +91,11 @@ type peer struct {
 	Guarantee string            // exactly_once or at_least_once
 	Interval  time.Duration     // batch interval, or Kafka Streams' commit.interval.ms; 0 for the processor's default
 	Env       map[string]string // added to the processor's environment (the profiled run)
+	Load      string            // a latency run's load: loadHalfCapacity, or empty for half the drain rate
 }
+
+// loadHalfCapacity marks the latency runs at half the capacity measured in their setup (see capacity).
+const loadHalfCapacity = "half capacity"
 
 const (
 	peerProcessor    = "processor"
@@ -108,7 +113,12 @@ func (p peer) intervalName() string {
 	return p.Interval.String()
 }
 
-func (p peer) String() string { return fmt.Sprintf("%s %s %s", p.Name, p.Guarantee, p.intervalName()) }
+func (p peer) String() string {
+	if p.Load != "" {
+		return fmt.Sprintf("%s %s %s at %s", p.Name, p.Guarantee, p.intervalName(), p.Load)
+	}
+	return fmt.Sprintf("%s %s %s", p.Name, p.Guarantee, p.intervalName())
+}
 
 // env is the processor's configuration in the tuned runs. Backpressure is off: with an identity transform the
 // processor is never slower than the broker lets it be; the defaults peer shows what backpressure on costs.
@@ -258,82 +268,141 @@ func latencyLoad(p peer) peer {
 	return p
 }
 
-// latency feeds a fresh input topic at half the configuration's measured maximum, each record stamped with its
-// send time, and measures when each output becomes visible to a read_committed reader. The processor copies the
-// input timestamp to the output (stream.Identity keeps it, produce passes it on), so the output's timestamp is
-// the send time.
+// latencyRig is a peer reading a fresh input topic and writing a fresh output topic, and a read_committed reader
+// of that output: what the latency runs and the capacity search feed with the generator.
+type latencyRig struct {
+	b           *bench
+	in, out     string
+	proc        *procrun.Instance
+	gen         *generator
+	reader      *latencyReader
+	stopReading context.CancelFunc
+	readDone    chan error
+}
+
+// startLatencyRig creates the topics, starts p (and waits until it is ready, if awaitReady) and the reader and
+// the generator; close releases them.
+func (b *bench) startLatencyRig(ctx context.Context, w workload, p peer, awaitReady bool) (_ *latencyRig, err error) {
+	r := &latencyRig{b: b, in: b.nextName("bench-lat-in"), out: b.nextName("bench-lat-out")}
+	group := b.nextName("bench-lat-group")
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	for _, t := range []string{r.in, r.out} {
+		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
+			return nil, err
+		}
+	}
+	if r.proc, err = b.startPeer(p, w, r.in, r.out, group); err != nil {
+		return nil, err
+	}
+	for awaitReady && !ready(ctx, p, r.proc) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.proc.Done():
+			return nil, fmt.Errorf("%s exited with code %d before it was ready; log %s:\n%s", p, r.proc.ExitCode(), r.proc.LogPath, testcontainers.LastLines(r.proc.Log(), 40))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if r.reader, err = newLatencyReader(b.cluster.BootstrapServers(), r.out); err != nil {
+		return nil, err
+	}
+	readCtx, stopReading := context.WithCancel(ctx)
+	r.stopReading, r.readDone = stopReading, make(chan error, 1)
+	go func() { r.readDone <- r.reader.run(readCtx) }()
+	if r.gen, err = newGenerator(b.cluster.BootstrapServers(), r.in, w.size); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// awaitOutput waits until sent records reached the output, for as long as they keep arriving: a peer that fell
+// behind the load drains its backlog (the figures show it), and only one that stopped delivering for 15 s fails.
+func (r *latencyRig) awaitOutput(sent int) error {
+	last, lastAt := r.reader.count(), time.Now()
+	for last < sent && time.Since(lastAt) < 15*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		if n := r.reader.count(); n > last {
+			last, lastAt = n, time.Now()
+		}
+	}
+	if last < sent {
+		return fmt.Errorf("latency run: %d of %d records reached the output; log %s", last, sent, r.proc.LogPath)
+	}
+	return nil
+}
+
+// stop stops the reader and then the peer, and returns the peer's CPU seconds and peak RSS.
+func (r *latencyRig) stop() (cpu, rss float64, err error) {
+	r.stopReading()
+	r.stopReading = nil
+	if err := <-r.readDone; err != nil {
+		return 0, 0, err
+	}
+	if cpu, rss, err = procStats(r.proc.PID()); err != nil {
+		return 0, 0, err
+	}
+	_, err = r.proc.Stop(time.Minute)
+	return cpu, rss, err
+}
+
+// close kills what stop did not stop and drops the topics.
+func (r *latencyRig) close() {
+	if r.gen != nil {
+		r.gen.close()
+	}
+	if r.stopReading != nil {
+		r.stopReading()
+		<-r.readDone
+	}
+	if r.proc != nil {
+		r.proc.Kill()
+	}
+	r.b.dropTopics(r.in, r.out)
+}
+
+// latency feeds a fresh input topic at half of the configuration's drain rate (or of the processor's capacity,
+// for the runs at half capacity), each record stamped with its send time, and measures when each output becomes
+// visible to a read_committed reader. The processor copies the input timestamp to the output (stream.Identity
+// keeps it, produce passes it on), so the output's timestamp is the send time.
 func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) error {
 	load := latencyLoad(p)
 	if len(b.opts.variants) > 0 {
 		load = b.opts.variants[0] // variants compare under one load
 	}
 	rate := b.res.median(w.name, load).RecordsPerSec / 2
+	if p.Load == loadHalfCapacity {
+		rate = b.res.Capacity.RecordsPerSec / 2
+	}
 	if b.opts.latencyRate > 0 {
 		rate = b.opts.latencyRate
 	}
-	in, out, group := b.nextName("bench-lat-in"), b.nextName("bench-lat-out"), b.nextName("bench-lat-group")
-	defer b.dropTopics(in, out)
-	for _, t := range []string{in, out} {
-		if err := b.cluster.CreateTopic(ctx, t, partitions, 1, nil); err != nil {
-			return err
-		}
-	}
 	step("%s %s: latency at %.0f records/s for %s", w.name, p, rate, b.opts.latencyFor)
-	proc, err := b.startPeer(p, w, in, out, group)
-	if err != nil {
-		return err
-	}
-	defer proc.Kill()
 	// The processor gets its load from a cold start, as a user's would: the generator starts with the process,
 	// and the warm-up left out of the figures covers its start-up. Kafka Streams, whose start-up takes seconds
 	// longer, is measured once it runs.
-	for p.Name == peerStreams && !ready(ctx, p, proc) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-proc.Done():
-			return fmt.Errorf("%s exited with code %d before it was ready; log %s:\n%s", p, proc.ExitCode(), proc.LogPath, testcontainers.LastLines(proc.Log(), 40))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-
-	reader, err := newLatencyReader(b.cluster.BootstrapServers(), out)
+	rig, err := b.startLatencyRig(ctx, w, p, p.Name == peerStreams)
 	if err != nil {
 		return err
 	}
-	readCtx, stopReading := context.WithCancel(ctx)
-	readDone := make(chan error, 1)
-	go func() { readDone <- reader.run(readCtx) }()
+	defer rig.close()
 	genStart := time.Now()
-	sent, err := generate(ctx, b.cluster.BootstrapServers(), in, w.size, rate, b.opts.latencyFor)
-	if err != nil {
-		stopReading()
-		return err
-	}
-	// Wait for the stragglers while they keep arriving: a peer that fell behind the load drains its backlog
-	// (the figures show it), and only one that stopped delivering for 15 s is a failure.
-	for last, lastAt := reader.count(), time.Now(); last < sent && time.Since(lastAt) < 15*time.Second; {
-		time.Sleep(50 * time.Millisecond)
-		if n := reader.count(); n > last {
-			last, lastAt = n, time.Now()
-		}
-	}
-	stopReading()
-	if err := <-readDone; err != nil {
-		return err
-	}
-	cpu, rss, err := procStats(proc.PID())
+	sent, err := rig.gen.run(ctx, rate, b.opts.latencyFor)
 	if err != nil {
 		return err
 	}
-	if _, err := proc.Stop(time.Minute); err != nil {
+	if err := rig.awaitOutput(sent); err != nil {
 		return err
 	}
-	if got := reader.count(); got < sent {
-		return fmt.Errorf("latency run: %d of %d records reached the output; log %s", got, sent, proc.LogPath)
+	cpu, rss, err := rig.stop()
+	if err != nil {
+		return err
 	}
-	l := reader.summary(genStart, b.opts.latencyWarmup)
-	l.Workload, l.Peer, l.Guarantee, l.BatchInterval, l.TargetRate = w.name, p.Name, p.Guarantee, p.intervalName(), rate
+	l := rig.reader.summary(genStart, b.opts.latencyWarmup)
+	l.Workload, l.Peer, l.Guarantee, l.BatchInterval, l.Load, l.TargetRate = w.name, p.Name, p.Guarantee, p.intervalName(), p.Load, rate
 	l.Repeat = repeat
 	l.Rate = float64(sent) / b.opts.latencyFor.Seconds()
 	l.CPUPerMillion, l.PeakRSSMB = cpu/float64(sent)*1e6, rss/mib
@@ -343,21 +412,96 @@ func (b *bench) latency(ctx context.Context, w workload, p peer, repeat int) err
 	return nil
 }
 
-// generate produces records of size bytes to topic at rate records/s for d and returns how many it produced. The
-// records due at each 5 ms tick go to librdkafka in one call (the processor's own producer, copying them):
-// producing one record per cgo call took about half a core at 280,000 records/s on this machine, and the
-// generator, the reader, the peer and the broker share its 2 cores. Each record is stamped with its tick's time,
-// taken just before the call, which hands a tick's records over in well under 1 ms; a wait for a full local queue
-// counts as latency.
-func generate(ctx context.Context, bootstrap, topic string, size int, rate float64, d time.Duration) (int, error) {
+// Capacity is the highest load a configuration kept up with in the latency runs' setup.
+type Capacity struct {
+	Workload      string  `json:"workload"`
+	Peer          string  `json:"peer"`
+	Guarantee     string  `json:"guarantee"`
+	BatchInterval string  `json:"batch_interval"`
+	DrainRate     float64 `json:"drain_records_per_sec"` // the median drain the steps are fractions of
+	RecordsPerSec float64 `json:"records_per_sec"`       // the highest step kept up with; 0 if none
+	// Steps are [records/s, median latency ms of the records sent in the step's last capacityTail].
+	Steps [][2]float64 `json:"steps"`
+}
+
+// The capacity search's steps: a peer that falls 3% short of a step's rate is 300 ms behind by its end, while
+// one that keeps up delivers within its batch interval and commit (median 80-150 ms at 100 ms batches here).
+const (
+	capacityStep  = 10 * time.Second
+	capacityTail  = 3 * time.Second
+	capacityLagMs = 300.0
+)
+
+// capacity is the highest load p keeps up with in the latency runs' setup, in steps of a tenth of its median
+// drain rate from 0.4 of it. The drain rate is measured with nothing else running; under a generator and a
+// read_committed reader on the same cores, with the broker taking the input as well, the peer sustains less, so
+// half the drain rate can be most of what the machine sustains. Half the capacity is the load at which the
+// whole setup runs half loaded. A step is kept up with when the records sent in its last capacityTail reached
+// the output with a median latency of at most capacityLagMs.
+func (b *bench) capacity(ctx context.Context, w workload, p peer) error {
+	drain := b.res.median(w.name, p).RecordsPerSec
+	c := Capacity{Workload: w.name, Peer: p.Name, Guarantee: p.Guarantee, BatchInterval: p.intervalName(), DrainRate: drain}
+	step("%s %s: capacity, in 10 s steps from 0.4 of its drain rate (%.0f records/s)", w.name, p, drain)
+	// From a running peer: the start-up's backlog, caught up at the capacity's margin over the step's rate, kept
+	// the first step's median latency at 800 ms when the steps began with the process.
+	rig, err := b.startLatencyRig(ctx, w, p, true)
+	if err != nil {
+		return err
+	}
+	defer rig.close()
+	sent := 0
+	for tenths := 4; tenths <= 10; tenths++ {
+		rate := drain * float64(tenths) / 10
+		stepStart := time.Now()
+		n, err := rig.gen.run(ctx, rate, capacityStep)
+		if err != nil {
+			return err
+		}
+		sent += n
+		if err := rig.awaitOutput(sent); err != nil {
+			return err
+		}
+		lag := rig.reader.medianLatency(stepStart.Add(capacityStep-capacityTail), stepStart.Add(capacityStep))
+		c.Steps = append(c.Steps, [2]float64{rate, lag})
+		step("  %.0f records/s: median latency %.0f ms over the step's last %s", rate, lag, capacityTail)
+		if lag > capacityLagMs {
+			break
+		}
+		c.RecordsPerSec = rate
+	}
+	if _, _, err := rig.stop(); err != nil {
+		return err
+	}
+	b.res.Capacity = c
+	return nil
+}
+
+// generator produces records of one size to one topic at a set rate. The records due at each 5 ms tick go to
+// librdkafka in one call (the processor's own producer, copying them): producing one record per cgo call took
+// about half a core at 280,000 records/s on this machine, and the generator, the reader, the peer and the broker
+// share its 2 cores. Each record is stamped with its tick's time, taken just before the call, which hands a
+// tick's records over in well under 1 ms; a wait for a full local queue counts as latency. One producer serves
+// every step of a capacity search: a new one per step connected and caught up on its schedule in a burst, which
+// showed as a latency spike at every step.
+type generator struct {
+	p     *librdkafka.Producer
+	topic string
+	value []byte
+	next  int // the next record's key
+}
+
+func newGenerator(bootstrap, topic string, size int) (*generator, error) {
 	p, err := librdkafka.NewProducer(map[string]string{
 		"bootstrap.servers": bootstrap, "enable.idempotence": "true", "acks": "all", "linger.ms": "1", "log_level": "3",
 	}, librdkafka.Hooks{})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer p.Close()
-	value := bytes.Repeat([]byte{'x'}, size)
+	return &generator{p: p, topic: topic, value: bytes.Repeat([]byte{'x'}, size)}, nil
+}
+
+// run produces at rate records/s for d and returns how many it produced, once librdkafka has delivered them.
+func (g *generator) run(ctx context.Context, rate float64, d time.Duration) (int, error) {
 	var recs []stream.Record
 	var keys []byte
 	start := time.Now()
@@ -374,13 +518,14 @@ func generate(ctx context.Context, bootstrap, topic string, size int, rate float
 		due := int(rate * time.Since(start).Seconds())
 		recs, keys = recs[:0], keys[:0]
 		now := time.Now()
-		for i := sent; i < due; i++ {
+		for ; sent < due; sent++ {
 			k := len(keys)
-			keys = strconv.AppendInt(keys, int64(i), 10)
-			recs = append(recs, stream.Record{Key: keys[k:len(keys):len(keys)], Value: value, Timestamp: now})
+			keys = strconv.AppendInt(keys, int64(g.next), 10)
+			g.next++
+			recs = append(recs, stream.Record{Key: keys[k:len(keys):len(keys)], Value: g.value, Timestamp: now})
 		}
 		for done := 0; done < len(recs); {
-			n, err := p.Produce(recs[done:], topic, false)
+			n, err := g.p.Produce(recs[done:], g.topic, false)
 			done += n
 			if err == nil {
 				break
@@ -389,21 +534,22 @@ func generate(ctx context.Context, bootstrap, topic string, size int, rate float
 			if !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
 				return 0, fmt.Errorf("generate: %w", err)
 			}
-			_ = p.Flush(time.Millisecond) // the queue drains as the broker acknowledges
+			_ = g.p.Flush(time.Millisecond) // the queue drains as the broker acknowledges
 		}
-		sent = due
 	}
-	for p.Pending() > 0 {
+	for g.p.Pending() > 0 {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		_ = p.Flush(time.Second)
+		_ = g.p.Flush(time.Second)
 	}
-	if err := p.DeliveryError(); err != nil {
+	if err := g.p.DeliveryError(); err != nil {
 		return 0, fmt.Errorf("generate: %w", err)
 	}
 	return sent, nil
 }
+
+func (g *generator) close() { g.p.Close() }
 
 // latencyReader is a read_committed reader of every partition of the output topic from its beginning. It reads in
 // batches, through the processor's own librdkafka consumer with a manual assignment: a reader taking one record
@@ -514,6 +660,20 @@ func (r *latencyReader) summary(start time.Time, warmup time.Duration) Latency {
 		l.PerSecond = append(l.PerSecond, [2]float64{float64(sec) + 0.5, quantile(v, 0.99)})
 	}
 	return l
+}
+
+// medianLatency is the median latency in milliseconds of the records sent in [from, to).
+func (r *latencyReader) medianLatency(from, to time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var v []float64
+	for _, s := range r.samples {
+		if sentAt := s[0] - s[1]; sentAt >= from.UnixNano() && sentAt < to.UnixNano() {
+			v = append(v, float64(s[1])/1e6)
+		}
+	}
+	slices.Sort(v)
+	return quantile(v, 0.5)
 }
 
 // quantile of sorted values, nearest rank.
