@@ -7,7 +7,8 @@
 //     consume-then-produce copy (no transactions) through the same Go client the processor uses;
 //   - throughput of the processor draining each backlog (100-byte and 1 KB records), exactly_once and
 //     at_least_once, 100 ms and 1 s batches, with its CPU seconds and peak RSS read from /proc;
-//   - end-to-end latency (producer timestamp to visible to a read_committed reader) at half the measured maximum.
+//   - end-to-end latency (producer timestamp to visible to a read_committed reader) at half the drain rate, and
+//     for the target's configuration also at half its capacity with the latency runs' generator and reader.
 //
 // It prints a markdown table, and writes every figure as JSON and a plot of throughput and latency over time as
 // SVG. `make bench` runs it; docs/benchmarks.md keeps the latest results.
@@ -36,7 +37,7 @@ import (
 
 const partitions = 6
 
-// options are the benchmark's knobs; the defaults keep `make bench` within about 15 minutes on 2 cores.
+// options are the benchmark's knobs; the defaults keep `make bench` within about 40 minutes on 2 cores.
 type options struct {
 	smallRecords  int // backlog of 100-byte records
 	largeRecords  int // backlog of 1 KB records

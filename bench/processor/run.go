@@ -55,7 +55,7 @@ type Latency struct {
 	BatchInterval string  `json:"batch_interval"`
 	Repeat        int     `json:"repeat"`
 	Load          string  `json:"load,omitempty"`         // loadHalfCapacity, or empty for half the drain rate
-	TargetRate    float64 `json:"target_records_per_sec"` // half the measured maximum (see latencyLoad)
+	TargetRate    float64 `json:"target_records_per_sec"` // half the drain rate (see latencyLoad) or the capacity
 	Rate          float64 `json:"records_per_sec"`
 	// Sustained is the records that reached the output over the time from the generator's start to the last
 	// one's arrival: below Rate when the peer fell behind.
