@@ -49,8 +49,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, name string, partitions, repl
 	return c.waitLeaders(ctx, name, partitions)
 }
 
-// AddPartitions grows a topic to total partitions and waits until the new ones have leaders, as every broker that
-// answers sees it.
+// AddPartitions grows a topic to total partitions and waits until the new ones have leaders.
 func (c *Cluster) AddPartitions(ctx context.Context, topic string, total int) error {
 	admin, err := c.adminClient()
 	if err != nil {
@@ -64,47 +63,7 @@ func (c *Cluster) AddPartitions(ctx context.Context, topic string, total int) er
 	if err != nil {
 		return fmt.Errorf("add partitions to %q (to %d in total): %w", topic, total, err)
 	}
-	if err := c.waitLeaders(ctx, topic, total); err != nil {
-		return err
-	}
-	return c.waitPartitionsOnEveryBroker(ctx, topic, total)
-}
-
-// waitPartitionsOnEveryBroker waits until each broker, asked at its own address, lists total partitions of topic
-// with a leader each. Brokers learn of new partitions from the controller one after another, and a client whose
-// metadata came from one that had not yet failed the records it was given for them ("Local: Unknown partition"
-// in the chaos matrix's added-partitions row, writing to the new partitions right after AddPartitions). A
-// broker that does not answer (stopped, cut off) gives no client metadata and is skipped.
-func (c *Cluster) waitPartitionsOnEveryBroker(ctx context.Context, topic string, total int) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for _, b := range c.brokers {
-		admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": b.address(), "log_level": 0})
-		if err != nil {
-			return fmt.Errorf("create admin client for %s: %w", b.address(), err)
-		}
-		err = WaitFor(ctx, fmt.Sprintf("broker %d to list %d partitions of %q", b.id, total, topic), func(ctx context.Context) (bool, error) {
-			md, err := admin.GetMetadata(&topic, false, 5000)
-			if err != nil {
-				return true, nil // not answering: no client gets metadata from it
-			}
-			tm, ok := md.Topics[topic]
-			if !ok || len(tm.Partitions) < total {
-				return false, nil
-			}
-			for _, p := range tm.Partitions {
-				if p.Leader < 0 {
-					return false, nil
-				}
-			}
-			return true, nil
-		})
-		admin.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.waitLeaders(ctx, topic, total)
 }
 
 // DeleteTopic deletes a topic.
@@ -200,21 +159,46 @@ func WaitFor(ctx context.Context, what string, cond func(context.Context) (bool,
 	}
 }
 
+// waitLeaders waits until each broker, asked at its own address, lists partitions partitions of topic with a
+// leader each. Brokers learn of a topic's partitions from the controller one after another, and a client whose
+// metadata came from one that had not yet failed the records it was given for them ("Local: Unknown partition"
+// in the chaos matrix's added-partitions row, writing to the new partitions right after AddPartitions). A broker
+// that does not answer (stopped, cut off) gives no client metadata and is skipped; one at least must answer.
 func (c *Cluster) waitLeaders(ctx context.Context, topic string, partitions int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return WaitFor(ctx, fmt.Sprintf("leaders of %d partitions of %q", partitions, topic), func(ctx context.Context) (bool, error) {
-		parts, err := c.partitions(ctx, topic)
-		if err != nil || len(parts) < partitions {
-			return false, err
+	answered := 0
+	for _, b := range c.brokers {
+		admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": b.address(), "log_level": 0})
+		if err != nil {
+			return fmt.Errorf("create admin client for %s: %w", b.address(), err)
 		}
-		for _, p := range parts {
-			if p.Leader < 0 || p.Error.Code() == kafka.ErrLeaderNotAvailable {
+		err = WaitFor(ctx, fmt.Sprintf("broker %d to list leaders of %d partitions of %q", b.id, partitions, topic), func(ctx context.Context) (bool, error) {
+			md, err := admin.GetMetadata(&topic, false, 5000)
+			if err != nil {
+				return true, nil // not answering: no client gets metadata from it
+			}
+			tm := md.Topics[topic]
+			if len(tm.Partitions) < partitions {
 				return false, nil
 			}
+			for _, p := range tm.Partitions {
+				if p.Leader < 0 || p.Error.Code() == kafka.ErrLeaderNotAvailable {
+					return false, nil
+				}
+			}
+			answered++
+			return true, nil
+		})
+		admin.Close()
+		if err != nil {
+			return err
 		}
-		return true, nil
-	})
+	}
+	if answered == 0 {
+		return fmt.Errorf("leaders of %d partitions of %q: no broker answered a metadata request", partitions, topic)
+	}
+	return nil
 }
 
 // waitClusterReady waits until the metadata lists every broker, seen through every broker's own address.
