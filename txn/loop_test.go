@@ -56,6 +56,9 @@ type fakeConsumer struct {
 	// budget is held back, as the real consumer carries them, until one is given.
 	budgets       []map[stream.TopicPartition]int64
 	withinBudgets bool
+	// commitGate, if set, holds every CommitOffsets (at_least_once's commit) until it is closed or a second has
+	// passed (then the commit fails).
+	commitGate chan struct{}
 }
 
 func (c *fakeConsumer) Assigned() []stream.TopicPartition {
@@ -173,6 +176,13 @@ func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition {
 }
 
 func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
+	if c.commitGate != nil {
+		select {
+		case <-c.commitGate:
+		case <-time.After(time.Second):
+			return errors.New("offset commit gate timed out")
+		}
+	}
 	c.committed = append(c.committed, o)
 	c.offsetCommits.Add(1)
 	return nil
@@ -1170,6 +1180,9 @@ func TestRecordsAreWrittenWhileTheirBatchAssembles(t *testing.T) {
 			c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(1, 7), rec(0, 6)}}, stop: cancel, chunked: true}
 			p := &fakeProducer{commitGate: make(chan struct{})}
 			c.producer = p
+			if atLeastOnce {
+				c.commitGate = p.commitGate // at_least_once commits offsets instead of a transaction
+			}
 			var writtenBefore []int
 			c.beforeRecord = func(assembly, i int) {
 				if assembly != 2 {
