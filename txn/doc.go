@@ -19,9 +19,10 @@
 //
 // Rebalances in the middle of a transaction. Batches are pipelined: while batch N's transaction writes what is
 // left of it, sends its offsets and commits, batch N+1 is assembled on the loop's goroutine, so the consumer is
-// polled, and rebalance callbacks run, while a transaction is open. And once N has committed, N+1 begins its own
-// transaction and writes its records as they arrive, before its assembly ends, so a transaction is open during
-// most of every assembly. A revocation or loss is therefore made to wait, inside the callback, until the
+// polled, and rebalance callbacks run, while a transaction is open. And once N has committed (or, with an
+// Alternate producer, once N's records are all delivered: N+1's transaction then runs on the other producer
+// while N commits), N+1 begins its own transaction and writes its records as they arrive, before its assembly
+// ends, so a transaction is open during most of every assembly. A revocation or loss is therefore made to wait, inside the callback, until the
 // transaction in flight has committed or aborted: only then are the partitions given up, so their next owner
 // reads committed offsets that include batch N (or, if it aborted, do not), never offsets that batch N then
 // moves. If batch N+1's own transaction has written records of a partition going, it is aborted in the callback
@@ -34,8 +35,8 @@
 //
 // Half-failed transactions. After an abortable error (a failed delivery, the broker aborting the transaction)
 // the outputs are discarded by the abort markers, but the consumer has already moved past the batch, and past
-// the next one assembled beside it. The loop aborts, drops the next batch unproduced, rewinds every partition to
-// its committed offset, backs off, and reads both again. Skipping the rewind would lose both batches; skipping
+// the next one assembled beside it. The loop aborts, drops the next batch (aborting its transaction too if it
+// began on the Alternate), rewinds every partition to its committed offset, backs off, and reads both again. Skipping the rewind would lose both batches; skipping
 // the abort would leave the outputs of a transaction that is then committed with the next batch's offsets.
 //
 // State that outlives a batch. De-duplication remembers the identities it let through; if that memory were
@@ -45,6 +46,11 @@
 // from the changelog with read_committed, which shows exactly the state that goes with the committed offsets.
 // A batch's records are filtered only once the previous transaction has settled (as they are written, during
 // the assembly or after it), so the store never holds two batches' pending changes.
+//
+// Two producers in turn. With an Alternate, batch N+1 writes on the producer batch N does not use, but only once
+// every record of N is acknowledged, so each partition holds N's records before N+1's as one producer would
+// write them; and it sends its offsets only once N has committed, so its offset commit is appended after N's
+// and the group coordinator keeps it, whichever transaction's markers land first.
 //
 // Errors nobody classified are fatal: an unknown state is not one to retry into. The process exits non-zero and
 // its supervisor restarts it, and InitTransactions on restart cleans up whatever the dead incarnation left open.

@@ -16,8 +16,14 @@ import (
 // Loop runs batches until its context is cancelled or a fatal error. Fields set to their zero value get the
 // defaults named beside them.
 type Loop struct {
-	Consumer  Consumer
-	Producer  Producer
+	Consumer Consumer
+	Producer Producer
+	// Alternate, a second transactional producer with a transactional.id of its own, takes every other
+	// transaction: the next batch's transaction then begins and writes on it as soon as the previous one's
+	// records are delivered, while that one still sends its offsets and commits (one producer can hold only one
+	// open transaction). nil: every transaction on Producer. Not used in at_least_once, with de-duplication (its
+	// store holds one batch's pending changes at a time) or in the serial loop.
+	Alternate Producer
 	Transform stream.Transform // nil: stream.Identity (written with fewer allocations than when passed)
 	Budgeter  Budgeter         // nil: Unlimited, up to the consumer's batch size
 	Dedupe    Deduplicator     // nil: no de-duplication
@@ -81,11 +87,32 @@ type Loop struct {
 	// fitsAll is the largest EncodedSize every limit accepts (the producer's and every known topic's), so that
 	// checkSizes looks an output's topic up only for the rare output above it; 0 when there are no limits.
 	fitsAll int
-	// Used by the transaction's goroutine only, one transaction at a time: transactions begun so far (for
-	// Faults.InTransaction), and whether one is open (librdkafka refuses to abort a transaction that does not
-	// exist).
+	// lanes are the producers transactions alternate between (Producer, then Alternate if set), and lastLane
+	// the one the latest transaction began on. A batch takes the next lane when it begins, on the loop's
+	// goroutine or its transaction's, never both at once: it begins only once the previous batch has begun.
+	lanes    []*lane
+	lastLane int
+	// transactions begun so far (for Faults.InTransaction); used by the transaction's goroutine only, one
+	// transaction at a time.
 	transactions int
-	open         bool
+}
+
+// lane is a producer and whether a transaction of its is open (librdkafka refuses to abort a transaction that
+// does not exist). Only the goroutine writing the batch that holds it uses it.
+type lane struct {
+	p    Producer
+	open bool
+}
+
+// pipelined says whether the next batch may begin its transaction on the other lane while the previous one
+// still sends its offsets and commits.
+func (l *Loop) pipelined() bool { return len(l.lanes) > 1 }
+
+// nextLane returns the lane the next transaction begins on: the one that did not take the previous transaction,
+// whose coordinator may still be writing that transaction's markers.
+func (l *Loop) nextLane() *lane {
+	l.lastLane = (l.lastLane + 1) % len(l.lanes)
+	return l.lanes[l.lastLane]
 }
 
 // LastIteration is when the loop last made progress through a step; /healthz compares it with the clock.
@@ -98,13 +125,14 @@ func (l *Loop) Initialized() bool { return l.ready.Load() }
 // flight are committed or aborted) or a fatal error occurs (returned; the process should exit non-zero).
 //
 // Batches are pipelined: batch N+1 is assembled while batch N's transaction writes what is left of it, sends its
-// offsets and commits; N+1's transaction begins once N's has committed, and from then on N+1's records are
-// transformed and written as they arrive (writeAhead), so that its end leaves little more than the offsets and
-// the commit. What keeps this exactly once: a revocation or loss, served inside the assembly, first waits for the
-// transaction in flight, then aborts the open transaction if it holds records of the partitions going, and drops
-// their records that no transaction holds (revokeBarrier); and when a transaction aborts, the batch assembled
-// beside it is dropped too and every partition is rewound to its committed offsets, so both batches are read
-// again.
+// offsets and commits; N+1's transaction begins once N's has committed (with an Alternate, once N's records are
+// delivered, on the other producer), and from then on N+1's records are transformed and written as they arrive
+// (writeAhead), so that its end leaves little more than the offsets and the commit. What keeps this exactly
+// once: a revocation or loss, served inside the assembly, first waits for the transaction in flight, then aborts
+// the open transaction if it holds records of the partitions going, and drops their records that no transaction
+// holds (revokeBarrier); and when a transaction aborts, the batch assembled beside it is dropped too (its own
+// transaction aborted, if it began on the Alternate) and every partition is rewound to its committed offsets, so
+// both batches are read again.
 func (l *Loop) Run(ctx context.Context) error {
 	l.defaults()
 	l.beat()
@@ -122,11 +150,13 @@ func (l *Loop) Run(ctx context.Context) error {
 
 	// Before the first transaction: fence any previous incarnation with our transactional.id and settle the
 	// transaction it may have left open, or its outputs could become visible after ours.
-	if err := l.retry(ctx, func() error { return l.Producer.InitTransactions(ctx) }); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	for _, ln := range l.lanes {
+		if err := l.retry(ctx, func() error { return ln.p.InitTransactions(ctx) }); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("init transactions: %w", err)
 		}
-		return fmt.Errorf("init transactions: %w", err)
 	}
 	l.ready.Store(true)
 	l.Consumer.SetRevokeBarrier(l.revokeBarrier(work, settle))
@@ -143,8 +173,18 @@ func (l *Loop) Run(ctx context.Context) error {
 			// Prepared while the previous transaction commits, if it still does. With de-duplication it waits
 			// for that transaction's outcome first: the store holds one batch's pending changes at a time.
 			err = l.prepareRest(work, settle, next)
+			if err == nil {
+				err = l.writeBeside(work, settle, next)
+			}
 		}
 		committed, settled := l.land()
+		if settled != nil && next != nil && next.begun {
+			// Begun on the other lane while the failed transaction committed: it goes with it (the rewind reads
+			// both again), or it would commit its offsets past the failed batch.
+			if aerr := l.abortOpen(work, settle, next.lane, "previous transaction failed", true); aerr != nil && asAbortable(settled) != nil {
+				return aerr
+			}
+		}
 		committed = committed || l.committedEarly
 		l.committedEarly = false
 		if settled != nil && asAbortable(settled) == nil {
@@ -236,6 +276,11 @@ func (l *Loop) defaults() {
 	if l.Metrics == nil {
 		l.Metrics = NewMetrics(nil)
 	}
+	l.lanes = []*lane{{p: l.Producer}}
+	if l.Alternate != nil && !l.AtLeastOnce && l.Dedupe == nil && !l.Serial {
+		l.lanes = append(l.lanes, &lane{p: l.Alternate})
+	}
+	l.lastLane = len(l.lanes) - 1 // the first transaction on Producer
 	if l.refused == nil {
 		l.refused = map[position]error{}
 	}
@@ -270,7 +315,7 @@ func (l *Loop) assemble(ctx, work, settle context.Context) (*batch, error) {
 		if b.doomed == nil && b.begun {
 			// The consumer failed for good after the batch began writing: the process exits, and its
 			// transaction must not hold the output's readers back until the broker times it out.
-			if aerr := l.abortOpen(work, settle, "assemble", true); aerr != nil {
+			if aerr := l.abortOpen(work, settle, b.lane, "assemble", true); aerr != nil {
 				l.Logger.Warn("abort the batch's transaction after the consumer failed", "error", aerr)
 			}
 		}

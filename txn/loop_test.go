@@ -31,6 +31,7 @@ type fakeConsumer struct {
 	next      int
 	handed    []int // indexes of the non-empty batches handed out, in order
 	producer  *fakeProducer
+	alternate *fakeProducer // the loop's Alternate, if it has one
 	stop      context.CancelFunc
 	rewinds   int
 	committed []map[stream.TopicPartition]int64
@@ -78,7 +79,11 @@ func (c *fakeConsumer) SetBatchHold(hold func() bool) { c.hold = hold }
 // settled is how many of the handed-out batches committed: their transactions (or, at_least_once, their offset
 // commits) succeeded, in order.
 func (c *fakeConsumer) settled() int {
-	return int(max(c.producer.commits.Load(), c.offsetCommits.Load()))
+	commits := c.producer.commits.Load()
+	if c.alternate != nil {
+		commits += c.alternate.commits.Load()
+	}
+	return int(max(commits, c.offsetCommits.Load()))
 }
 
 func (c *fakeConsumer) Batching() (time.Duration, int) { return time.Second, 1000 }
@@ -191,14 +196,17 @@ func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
 // fakeProducer records every call and fails the ones its script says, in order, per operation.
 type fakeProducer struct {
 	commits atomic.Int64 // transactions committed; read by the fake consumer beside the transaction
-	// commitGate, if set, holds every Commit until it is closed or a second has passed.
-	commitGate chan struct{}
-	calls      []string
-	produced   []stream.Record
-	largest    int // most records handed over in one Produce call
-	offsets    []map[stream.TopicPartition]int64
-	groups     []*produce.GroupMetadata
-	fail       map[string][]error
+	// commitGate, if set, holds every Commit until it is closed or a second has passed; atGate, if set, is
+	// closed when a Commit first reaches it.
+	commitGate, atGate chan struct{}
+	// onProduce, if set, is called before every Produce.
+	onProduce func()
+	calls     []string
+	produced  []stream.Record
+	largest   int // most records handed over in one Produce call
+	offsets   []map[stream.TopicPartition]int64
+	groups    []*produce.GroupMetadata
+	fail      map[string][]error
 }
 
 func (p *fakeProducer) do(op string) error {
@@ -213,6 +221,10 @@ func (p *fakeProducer) do(op string) error {
 func (p *fakeProducer) InitTransactions(context.Context) error { return p.do("init") }
 func (p *fakeProducer) Begin() error                           { return p.do("begin") }
 func (p *fakeProducer) Commit() error {
+	if p.atGate != nil {
+		close(p.atGate)
+		p.atGate = nil
+	}
 	if p.commitGate != nil {
 		select {
 		case <-p.commitGate:
@@ -232,6 +244,9 @@ func (p *fakeProducer) Flush(context.Context) error { return p.do("flush") }
 // Produce takes the records one by one like the real producer: a record refused for itself is skipped and
 // reported by index, any other failure stops the batch.
 func (p *fakeProducer) Produce(_ context.Context, recs []stream.Record) (refused []int, err error) {
+	if p.onProduce != nil {
+		p.onProduce()
+	}
 	p.largest = max(p.largest, len(recs))
 	for i, r := range recs {
 		if perr := p.do("produce"); perr != nil {
@@ -1413,5 +1428,161 @@ func TestWithDeduplicationARevocationHoldsTheRestOfTheBatchBack(t *testing.T) {
 	}
 	if n := len(p.produced); n != 8 {
 		t.Errorf("%d records written, want 8: four outputs, each with one changelog record", n)
+	}
+}
+
+// TestTheNextTransactionBeginsOnTheAlternateWhileThePreviousCommits: with an alternate producer, batch 2 begins
+// its transaction on it and writes as soon as batch 1's records are delivered, while batch 1 still commits; its
+// offsets go only after batch 1's commit, and the transactions alternate. A revocation of a partition batch 2 has
+// written still waits for batch 1 and then aborts batch 2's transaction, on the alternate.
+func TestTheNextTransactionBeginsOnTheAlternateWhileThePreviousCommits(t *testing.T) {
+	for _, revoke := range []bool{false, true} {
+		t.Run(fmt.Sprintf("revoke=%v", revoke), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(1, 7), rec(0, 6)}, {rec(1, 8)}}, stop: cancel, chunked: true}
+			atGate := make(chan struct{})
+			p := &fakeProducer{commitGate: make(chan struct{}), atGate: atGate}
+			alt := &fakeProducer{}
+			c.producer, c.alternate = p, alt
+			var writtenBefore []int
+			var committedAtRevoke int64 = -1
+			c.beforeRecord = func(assembly, i int) {
+				if assembly != 2 {
+					return
+				}
+				switch i {
+				case 0:
+					<-atGate // batch 1's offsets are sent and its records delivered; its commit waits
+				case 1:
+					writtenBefore = append(writtenBefore, len(alt.produced), int(p.commits.Load()))
+					close(p.commitGate)
+					if revoke {
+						c.revokeNow(p0)
+						committedAtRevoke = p.commits.Load()
+					}
+				}
+			}
+			l := &Loop{Consumer: c, Producer: p, Alternate: alt, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+			if err := l.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if want := []int{1, 0}; !slices.Equal(writtenBefore, want) {
+				t.Errorf("batch 2's records on the alternate, and commits, before its second record = %v, want %v: "+
+					"it began while batch 1 committed", writtenBefore, want)
+			}
+			wantCalls := []string{"init", "begin", "produce", "send_offsets", "flush", "commit", "begin", "produce", "send_offsets", "flush", "commit"}
+			wantAltCalls := []string{"init", "begin", "produce", "produce", "produce", "send_offsets", "flush", "commit"}
+			wantOffsets := []map[stream.TopicPartition]int64{{p0: 5}, {p1: 9}}
+			wantAltOffsets := []map[stream.TopicPartition]int64{{p0: 7, p1: 8}}
+			if revoke {
+				// Batch 2 wrote in/0/5 and is aborted; its in/1/7 is read again, on the first producer (the lanes
+				// go on in turn), and batch 3 on the alternate.
+				if committedAtRevoke != 1 {
+					t.Errorf("transactions committed when the revocation went on = %d, want 1", committedAtRevoke)
+				}
+				wantAltCalls = []string{"init", "begin", "produce", "flush", "abort", "begin", "produce", "send_offsets", "flush", "commit"}
+				wantOffsets = []map[stream.TopicPartition]int64{{p0: 5}, {p1: 8}}
+				wantAltOffsets = []map[stream.TopicPartition]int64{{p1: 9}}
+			}
+			if !slices.Equal(p.calls, wantCalls) || !slices.Equal(alt.calls, wantAltCalls) {
+				t.Errorf("calls\n got %v\nwant %v\nalternate's\n got %v\nwant %v", p.calls, wantCalls, alt.calls, wantAltCalls)
+			}
+			if !slices.EqualFunc(p.offsets, wantOffsets, maps.Equal) || !slices.EqualFunc(alt.offsets, wantAltOffsets, maps.Equal) {
+				t.Errorf("offsets %v and on the alternate %v, want %v and %v", p.offsets, alt.offsets, wantOffsets, wantAltOffsets)
+			}
+		})
+	}
+}
+
+// TestAFailedTransactionTakesTheOneBegunOnTheAlternateAlong: batch 1's commit fails after batch 2 began writing on
+// the alternate; batch 2's transaction is aborted too (committed, its offsets would skip batch 1), and both
+// batches are read again and written in turn.
+func TestAFailedTransactionTakesTheOneBegunOnTheAlternateAlong(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(0, 6)}}, stop: cancel, chunked: true}
+	atGate := make(chan struct{})
+	p := &fakeProducer{commitGate: make(chan struct{}), atGate: atGate,
+		fail: map[string][]error{"commit": {classed(produce.Abortable, "transaction aborted by broker")}}}
+	alt := &fakeProducer{}
+	c.producer, c.alternate = p, alt
+	var l *Loop
+	c.beforeRecord = func(assembly, i int) {
+		if assembly == 2 && c.rewinds == 0 {
+			switch i {
+			case 0:
+				<-atGate
+			case 1:
+				close(p.commitGate)
+				<-l.inflight.done // batch 1 has failed and aborted before batch 2's second record arrives
+			}
+		}
+	}
+	l = &Loop{Consumer: c, Producer: p, Alternate: alt, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.rewinds != 1 {
+		t.Errorf("rewinds = %d, want 1", c.rewinds)
+	}
+	wantAltCalls := []string{"init", "begin", "produce", "flush", "abort", "begin", "produce", "produce", "send_offsets", "flush", "commit"}
+	if !slices.Equal(alt.calls, wantAltCalls) {
+		t.Errorf("alternate's calls\n got %v\nwant %v", alt.calls, wantAltCalls)
+	}
+	if want := []map[stream.TopicPartition]int64{{p0: 7}}; !slices.EqualFunc(alt.offsets, want, maps.Equal) {
+		t.Errorf("offsets on the alternate %v, want only batch 2's redo, %v", alt.offsets, want)
+	}
+	if want := []map[stream.TopicPartition]int64{{p0: 5}, {p0: 5}}; !slices.EqualFunc(p.offsets, want, maps.Equal) {
+		t.Errorf("offsets %v, want batch 1 (aborted), batch 1", p.offsets)
+	}
+}
+
+// TestTheAlternateIsNotUsedWithoutTransactions: at_least_once has no transaction to overlap.
+func TestTheAlternateIsNotUsedWithoutTransactions(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5)}}, stop: cancel}
+	p, alt := &fakeProducer{}, &fakeProducer{}
+	c.producer = p
+	l := &Loop{Consumer: c, Producer: p, Alternate: alt, AtLeastOnce: true, OutputTopic: "out"}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(alt.calls) != 0 || len(c.committed) != 2 {
+		t.Errorf("alternate's calls %v, offset commits %v: want none, and both batches committed", alt.calls, c.committed)
+	}
+}
+
+// TestAFullBatchIsWrittenOnTheAlternateWhileThePreviousCommits: a batch whose assembly ended before the
+// transaction before it delivered its records is written on the alternate as soon as they are delivered, before
+// that transaction's commit, not after it.
+func TestAFullBatchIsWrittenOnTheAlternateWhileThePreviousCommits(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &fakeConsumer{batches: [][]stream.Record{{rec(0, 4)}, {rec(0, 5), rec(1, 7)}}, stop: cancel}
+	p := &fakeProducer{commitGate: make(chan struct{})}
+	alt := &fakeProducer{}
+	c.producer, c.alternate = p, alt
+	committedAtWrite := int64(-1)
+	alt.onProduce = func() {
+		if committedAtWrite < 0 {
+			committedAtWrite = p.commits.Load()
+			close(p.commitGate)
+		}
+	}
+	l := &Loop{Consumer: c, Producer: p, Alternate: alt, OutputTopic: "out", MinBackoff: time.Microsecond, MaxBackoff: time.Millisecond}
+	if err := l.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if committedAtWrite != 0 || slices.Contains(p.calls, "gate timed out") {
+		t.Errorf("transactions committed when batch 2 was written = %d (calls %v), want 0: written beside batch 1's commit", committedAtWrite, p.calls)
+	}
+	if want := []string{"init", "begin", "produce", "produce", "send_offsets", "flush", "commit"}; !slices.Equal(alt.calls, want) {
+		t.Errorf("alternate's calls\n got %v\nwant %v", alt.calls, want)
+	}
+	if !slices.EqualFunc(p.offsets, []map[stream.TopicPartition]int64{{p0: 5}}, maps.Equal) ||
+		!slices.EqualFunc(alt.offsets, []map[stream.TopicPartition]int64{{p0: 6, p1: 8}}, maps.Equal) {
+		t.Errorf("offsets %v and on the alternate %v, want batch 1's and batch 2's", p.offsets, alt.offsets)
 	}
 }

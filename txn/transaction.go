@@ -29,6 +29,7 @@ type batch struct {
 	// What is written so far: whether the transaction has begun, how many inputs (a prefix of in) are written,
 	// and their partitions; written during the assembly counts the inputs written before it ended.
 	begun        bool
+	lane         *lane
 	written      int
 	writtenParts map[stream.TopicPartition]bool
 	early        int
@@ -39,6 +40,10 @@ type batch struct {
 	// failed to): preparing touches state of the loop's (the transform, the identity writer, the dead-letter
 	// log), so the next batch's preparation waits for it.
 	handedOver chan struct{}
+	// delivered is closed once every record the batch's transaction wrote is acknowledged (after its offsets are
+	// sent, before its commit): the next batch may then begin on the other lane, its records landing after all of
+	// these in every partition. nil when transactions do not alternate between lanes.
+	delivered chan struct{}
 	// doomed says why a batch was abandoned during its assembly (its transaction aborted): *abortable, or fatal.
 	doomed error
 	// sawRevocation says partitions were revoked or lost during the assembly.
@@ -78,6 +83,9 @@ func (l *Loop) send(work, settle context.Context, b *batch) {
 	f := &flight{batch: b, done: make(chan struct{})}
 	l.inflight = f
 	b.sent, b.handedOver = time.Now(), make(chan struct{})
+	if l.pipelined() {
+		b.delivered = make(chan struct{})
+	}
 	go func() {
 		defer close(f.done)
 		f.err = l.transact(work, settle, b)
@@ -113,7 +121,7 @@ func (l *Loop) revokeBarrier(work, settle context.Context) func(revoked []stream
 			}
 			ab := &abortable{step: "revoked", err: fmt.Errorf("partition %s revoked or lost while the open transaction held records of it", tp)}
 			b.doomed = ab
-			if err := l.abortOpen(work, settle, ab.step, true); err != nil {
+			if err := l.abortOpen(work, settle, b.lane, ab.step, true); err != nil {
 				b.doomed = err
 			}
 			return
@@ -121,12 +129,12 @@ func (l *Loop) revokeBarrier(work, settle context.Context) func(revoked []stream
 	}
 }
 
-// writeAhead is the consumer's batch sink: once the previous transaction has committed, the batch being
-// assembled begins its own and writes its records (transformed, de-duplicated, dead letters and all) as they
-// arrive, instead of all at once when the batch ends. A record then waits for its batch's offsets and commit, no
-// longer for the whole batch to be written first. While the previous transaction still runs, records wait in the
-// batch; if it failed, the loop drops the batch when it lands it. A failure aborts the open transaction and ends
-// the assembly.
+// writeAhead is the consumer's batch sink: once the previous transaction has committed (with an Alternate, once
+// its records are delivered), the batch being assembled begins its own and writes its records (transformed,
+// de-duplicated, dead letters and all) as they arrive, instead of all at once when the batch ends. A record then
+// waits for its batch's offsets and commit, no longer for the whole batch to be written first. Until then records
+// wait in the batch; if the previous transaction failed, nothing more is written and the loop drops the batch when
+// it lands it. A failure aborts the open transaction and ends the assembly.
 func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Record) error {
 	return func(in []stream.Record) error {
 		b := l.assembling
@@ -136,18 +144,22 @@ func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Reco
 		if b.doomed != nil {
 			return b.doomed
 		}
-		if !b.begun {
-			if f := l.inflight; f != nil {
-				select {
-				case <-f.done:
-				default:
-					return nil
-				}
+		if f := l.inflight; f != nil {
+			switch {
+			case closed(f.done):
 				if f.err != nil {
+					// The batch goes with the failed transaction when the loop lands it (and its own, if it
+					// began on the other lane, is aborted then): nothing more is written.
 					return nil
 				}
-				committed, _ := l.land()
-				l.committedEarly = l.committedEarly || committed
+				if !b.begun {
+					committed, _ := l.land()
+					l.committedEarly = l.committedEarly || committed
+				}
+			case b.begun, closed(f.batch.delivered):
+				// Begins, or goes on, on the other lane while the previous transaction commits.
+			default:
+				return nil
 			}
 		}
 		if l.Dedupe != nil && b.sawRevocation {
@@ -175,14 +187,16 @@ func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Reco
 // the loop at one interval's records per transaction).
 func (l *Loop) inFlight() bool {
 	f := l.inflight
-	if f == nil {
-		return false
-	}
+	return f != nil && !closed(f.done)
+}
+
+// closed reports whether ch is closed; a nil ch never is.
+func closed(ch chan struct{}) bool {
 	select {
-	case <-f.done:
-		return false
-	default:
+	case <-ch:
 		return true
+	default:
+		return false
 	}
 }
 
@@ -203,7 +217,7 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 	if ab := asAbortable(err); ab != nil {
 		// Any failure in writing the batch has aborted it already (write): this one came after every output was
 		// handed over.
-		if aerr := l.abortOpen(work, settle, ab.step, true); aerr != nil {
+		if aerr := l.abortOpen(work, settle, b.lane, ab.step, true); aerr != nil {
 			return aerr
 		}
 	}
@@ -217,19 +231,19 @@ func (l *Loop) transact(work, settle context.Context, b *batch) error {
 // bounded: a broker that is down must not hold the abort for a message timeout. The abort itself is retried like
 // a commit, as its outcome must be known before a new transaction can begin; an error means it failed for good
 // (fatal).
-func (l *Loop) abortOpen(work, settle context.Context, step string, flush bool) error {
-	if !l.open {
+func (l *Loop) abortOpen(work, settle context.Context, ln *lane, step string, flush bool) error {
+	if ln == nil || !ln.open {
 		return nil
 	}
 	if flush {
 		flushCtx, cancel := context.WithTimeout(work, abortFlushBound)
-		_ = l.Producer.Flush(flushCtx)
+		_ = ln.p.Flush(flushCtx)
 		cancel()
 	}
-	if err := l.retry(settle, l.Producer.Abort); err != nil {
+	if err := l.retry(settle, ln.p.Abort); err != nil {
 		return fmt.Errorf("abort transaction after %s failed: %w", step, err)
 	}
-	l.open = false
+	ln.open = false
 	return nil
 }
 
@@ -263,6 +277,32 @@ func (l *Loop) prepareRest(work, settle context.Context, b *batch) error {
 	return l.abortOnFailure(work, settle, b, err)
 }
 
+// writeBeside writes the rest of the assembled batch on the other lane as soon as the transaction in flight has
+// its records delivered, while that one commits, instead of after its commit: under a backlog a batch is full
+// before the transaction before it has delivered, so writeAhead never began it. Nothing is written if that
+// transaction fails or settles first (the loop lands it, then the batch's own transaction writes it).
+func (l *Loop) writeBeside(work, settle context.Context, b *batch) error {
+	f := l.inflight
+	if !l.pipelined() || f == nil || b.written == len(b.in) {
+		return nil
+	}
+	select {
+	case <-f.done:
+		return nil
+	case <-f.batch.delivered:
+		if closed(f.done) && f.err != nil {
+			return nil // failed after its deliveries
+		}
+	}
+	start := time.Now()
+	err := l.write(work, settle, b, b.in)
+	b.preparedRest += time.Since(start)
+	if ab := asAbortable(err); ab != nil {
+		l.rememberRefused(ab)
+	}
+	return err
+}
+
 // writeChunk is how many inputs the transaction prepares and writes at a time. The producer copies what it is
 // handed, so only a chunk's outputs are ever in memory instead of a whole batch's beside the next batch's inputs
 // (with 50,000-record batches of 100 B, the identity transform's outputs and source headers were 12 of the Go
@@ -288,7 +328,7 @@ func (l *Loop) abortOnFailure(work, settle context.Context, b *batch, err error)
 		step = "prepare"
 	}
 	if step != "" {
-		if aerr := l.abortOpen(work, settle, step, flush); aerr != nil {
+		if aerr := l.abortOpen(work, settle, b.lane, step, flush); aerr != nil {
 			return aerr
 		}
 	}
@@ -309,17 +349,17 @@ func (l *Loop) writeSteps(work context.Context, b *batch, in []stream.Record) er
 			}
 		}
 		if !b.begun {
-			b.began = time.Now()
-			if err := l.Producer.Begin(); err != nil {
+			b.began, b.lane = time.Now(), l.nextLane()
+			if err := b.lane.p.Begin(); err != nil {
 				return l.classify("begin", err)
 			}
-			b.begun, l.open = true, !l.AtLeastOnce
+			b.begun, b.lane.open = true, !l.AtLeastOnce
 		}
 		if c == nil {
 			break
 		}
 		start := time.Now()
-		err := l.produce(work, c)
+		err := l.produce(work, b.lane.p, c)
 		b.producing += time.Since(start)
 		if ab := asAbortable(err); ab != nil && len(ab.refusedInputs) > 0 {
 			if refused == nil {
@@ -360,7 +400,7 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 	if l.AtLeastOnce {
 		b.committing = b.offsetting
 		// Offsets only after every output is acknowledged: the order that makes at_least_once at least once.
-		if err := l.Producer.Flush(work); err != nil {
+		if err := b.lane.p.Flush(work); err != nil {
 			return l.classify("flush", err)
 		}
 		l.inTransaction()
@@ -382,7 +422,7 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 		return err
 	}
 	// Retried with the very same offsets and metadata: librdkafka may have half-sent them.
-	if err := l.retry(work, func() error { return l.Producer.SendOffsets(work, b.offsets, group) }); err != nil {
+	if err := l.retry(work, func() error { return b.lane.p.SendOffsets(work, b.offsets, group) }); err != nil {
 		return l.classify("send_offsets", err)
 	}
 	if l.Faults.AbortRatio > 0 && rand.Float64() < l.Faults.AbortRatio {
@@ -390,19 +430,29 @@ func (l *Loop) transactSteps(work, settle context.Context, b *batch) error {
 		// the fault tests abort here.
 		return &abortable{step: "test_abort", err: errors.New("aborted on purpose (PROCESSOR_TEST_ABORT_RATIO)")}
 	}
+	if b.delivered != nil {
+		// Once every record is acknowledged the next batch may write on the other lane: its records then follow
+		// all of these in every partition, as one producer's would. The commit, and the coordinator's writing of
+		// its markers, which the next transaction on this producer would have to wait for, go on beside it. (The
+		// offsets were sent first: their round trips overlap the deliveries.)
+		if err := b.lane.p.Flush(work); err != nil {
+			return l.classify("flush", err)
+		}
+		close(b.delivered)
+	}
 	b.committing = time.Now()
 	// Not bounded by work: giving up on a retriable commit would leave its outcome unknown. Past the shutdown
 	// deadline it is retried for at most a transaction timeout, after which the broker has aborted the
 	// transaction anyway.
-	if err := l.retry(settle, l.Producer.Commit); err != nil {
+	if err := l.retry(settle, b.lane.p.Commit); err != nil {
 		return l.classify("commit", err)
 	}
-	l.open = false
+	b.lane.open = false
 	return nil
 }
 
-// produce hands a chunk's outputs, dead letters and changelog records to the producer.
-func (l *Loop) produce(work context.Context, c *chunk) error {
+// produce hands a chunk's outputs, dead letters and changelog records to the producer p.
+func (l *Loop) produce(work context.Context, p Producer, c *chunk) error {
 	if limit, ok := l.TopicMaxBytes[l.DeadLetterTopic]; ok {
 		for _, d := range c.out[c.outputs:] {
 			if n := produce.EncodedSize(d) + produce.RecordBatchOverhead; n > limit {
@@ -414,7 +464,7 @@ func (l *Loop) produce(work context.Context, c *chunk) error {
 	}
 	// A record refused for itself does not end the transaction: the others are offered too, so that one redo
 	// of the batch deals with all of its refused records rather than one redo each.
-	refused, err := l.Producer.Produce(work, c.out)
+	refused, err := p.Produce(work, c.out)
 	if err != nil && !errors.Is(err, produce.ErrRecordRefused) {
 		return l.classify("produce", err)
 	}
@@ -426,7 +476,7 @@ func (l *Loop) produce(work context.Context, c *chunk) error {
 		return &abortable{step: "produce", err: err, refusedInputs: inputs}
 	}
 	if len(c.changelog) > 0 {
-		if err := l.Producer.ProduceToPartitions(work, c.changelog); err != nil {
+		if err := p.ProduceToPartitions(work, c.changelog); err != nil {
 			return l.classify("produce_changelog", err)
 		}
 	}
