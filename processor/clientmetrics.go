@@ -3,20 +3,34 @@ package processor
 import (
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // clientMetrics are what librdkafka's statistics (statistics.interval.ms) say about the consumer and the
-// producer, as gauges: request round trips per broker, the producer's queue, the consumer's prefetched records
-// and the producer's transaction state. Each gauge without a broker label exists from start-up.
+// producers, as gauges: request round trips per broker, the producers' queues, the consumer's prefetched
+// records and the producers' transaction states. Each gauge without a broker label exists from start-up.
 type clientMetrics struct {
 	rtt                               *prometheus.GaugeVec // client, broker, quantile
 	producerQueue, producerQueueBytes prometheus.Gauge
 	fetchQueue, fetchQueueBytes       prometheus.Gauge
 	txnState                          *prometheus.GaugeVec // state
 	log                               *slog.Logger
+
+	// producers holds each producer's latest figures, by librdkafka client name: with two transactional
+	// producers (PROCESSOR_TRANSACTIONAL_PRODUCERS) the gauges add them up. Statistics arrive on each client's
+	// own goroutine.
+	mu        sync.Mutex
+	producers map[string]producerFigures
+}
+
+// producerFigures are one producer's latest queue and transaction state.
+type producerFigures struct {
+	msgs, bytes int64
+	txnState    string
 }
 
 // txnStates are librdkafka's transaction states (rd_kafka_txn_state2str in 2.11), each a series from start-up.
@@ -43,9 +57,10 @@ func newClientMetrics(reg prometheus.Registerer, log *slog.Logger) *clientMetric
 			Name: "eosproc_kafka_fetch_queue_bytes", Help: "Bytes of the records fetched ahead and waiting in the consumer's queue.",
 		}),
 		txnState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "eosproc_kafka_transaction_state", Help: "1 for the producer's current transaction state (librdkafka's), 0 for the others.",
+			Name: "eosproc_kafka_transaction_state", Help: "Producers in each of librdkafka's transaction states: 1 for the producer's current state with one transactional producer, with two each counts in its own.",
 		}, []string{"state"}),
-		log: log,
+		log:       log,
+		producers: map[string]producerFigures{},
 	}
 	for _, s := range txnStates {
 		m.txnState.WithLabelValues(s)
@@ -56,6 +71,7 @@ func newClientMetrics(reg prometheus.Registerer, log *slog.Logger) *clientMetric
 
 // rdStats is the part of librdkafka's statistics document (STATISTICS.md) the gauges come from.
 type rdStats struct {
+	Name    string `json:"name"` // the client's, unique in the process
 	Type    string `json:"type"` // "producer" or "consumer"
 	MsgCnt  int64  `json:"msg_cnt"`
 	MsgSize int64  `json:"msg_size"`
@@ -97,16 +113,7 @@ func (m *clientMetrics) observe(doc []byte) {
 	}
 	switch s.Type {
 	case "producer":
-		m.producerQueue.Set(float64(s.MsgCnt))
-		m.producerQueueBytes.Set(float64(s.MsgSize))
-		if s.EOS.TxnState != "" {
-			m.txnState.WithLabelValues(s.EOS.TxnState).Set(1)
-			for _, state := range txnStates {
-				if state != s.EOS.TxnState {
-					m.txnState.WithLabelValues(state).Set(0)
-				}
-			}
-		}
+		m.observeProducer(s.Name, producerFigures{msgs: s.MsgCnt, bytes: s.MsgSize, txnState: s.EOS.TxnState})
 	case "consumer":
 		// Every partition's fetch queue forwards to the consumer's one queue, and librdkafka reports each
 		// partition's as the length of the queue it forwards to: the largest is the consumer's queue.
@@ -121,5 +128,33 @@ func (m *clientMetrics) observe(doc []byte) {
 		}
 		m.fetchQueue.Set(float64(cnt))
 		m.fetchQueueBytes.Set(float64(size))
+	}
+}
+
+// observeProducer records one producer's figures and sets the producer gauges to what all of them add up to.
+func (m *clientMetrics) observeProducer(name string, f producerFigures) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.producers[name] = f
+	var msgs, bytes int64
+	inState := map[string]int{}
+	for _, p := range m.producers {
+		msgs, bytes = msgs+p.msgs, bytes+p.bytes
+		if p.txnState != "" {
+			inState[p.txnState]++
+		}
+	}
+	m.producerQueue.Set(float64(msgs))
+	m.producerQueueBytes.Set(float64(bytes))
+	if len(inState) == 0 {
+		return // not transactional
+	}
+	for _, state := range txnStates {
+		m.txnState.WithLabelValues(state).Set(float64(inState[state]))
+	}
+	for state, n := range inState {
+		if !slices.Contains(txnStates, state) {
+			m.txnState.WithLabelValues(state).Set(float64(n)) // a state librdkafka added since
+		}
 	}
 }

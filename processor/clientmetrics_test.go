@@ -76,6 +76,16 @@ func TestClientMetricsFromLibrdkafkaStatistics(t *testing.T) {
 	if gauge(t, m.txnState.WithLabelValues("InTransaction")) != 0 || gauge(t, m.txnState.WithLabelValues("Ready")) != 1 {
 		t.Errorf("transaction state did not move from InTransaction to Ready")
 	}
+
+	// A second transactional producer: the queues add up, and each state counts its producers.
+	m.observe([]byte(strings.Replace(strings.Replace(producerStats, "producer-1", "producer-3", 1), `"msg_cnt":1200`, `"msg_cnt":300`, 1)))
+	if got := gauge(t, m.producerQueue); got != 1500 {
+		t.Errorf("producer queue with two producers = %v, want 1200 + 300", got)
+	}
+	if gauge(t, m.txnState.WithLabelValues("InTransaction")) != 1 || gauge(t, m.txnState.WithLabelValues("Ready")) != 1 {
+		t.Errorf("states of two producers, one Ready and one InTransaction: Ready %v, InTransaction %v",
+			gauge(t, m.txnState.WithLabelValues("Ready")), gauge(t, m.txnState.WithLabelValues("InTransaction")))
+	}
 }
 
 func TestClientMetricsIgnoreAnUnreadableDocument(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -76,8 +77,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer closeListeners()
 
 	// Logged first: creating the clients can take a while (or fail), and the configuration says why.
-	transactionalID := cfg.transactionalID()
-	log.Info("processor starting", "transactional_id", transactionalID, "go_memory_limit", goMemoryLimit(), "config", cfg.LogValue())
+	ids := []any{"transactional_id", cfg.transactionalID()}
+	if cfg.alternating() {
+		ids = append(ids, "alternate_transactional_id", cfg.alternateTransactionalID())
+	}
+	log.Info("processor starting", append(ids, "go_memory_limit", goMemoryLimit(), "config", cfg.LogValue())...)
 
 	// The probes answer from the start: creating the clients and the de-duplication topics can take a minute.
 	probes := &lateProbes{}
@@ -126,7 +130,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		err = context.Cause(runCtx)
 	}
 	if err != nil {
-		return explain(err, transactionalID, cfg)
+		return explain(err, cfg)
 	}
 	log.Info("processor stopped")
 	return nil
@@ -196,11 +200,29 @@ func (c Config) transform(own stream.Transform) (stream.Transform, error) {
 
 func (c Config) transactionalID() string { return c.AppID + "-" + c.InstanceID }
 
+// alternateTransactionalID is the transactional.id of the producer that takes every other transaction.
+func (c Config) alternateTransactionalID() string { return c.transactionalID() + "~1" }
+
+// alternating says whether transactions alternate between two producers (txn.Loop.Alternate).
+func (c Config) alternating() bool {
+	return c.ProcessingGuarantee == "exactly_once" && c.TransactionalProducers > 1 && c.DedupeIdentity == ""
+}
+
+// transactionalIDs names the producers' transactional ids, for logs and errors.
+func (c Config) transactionalIDs() string {
+	if c.alternating() {
+		return fmt.Sprintf("%q and %q", c.transactionalID(), c.alternateTransactionalID())
+	}
+	return strconv.Quote(c.transactionalID())
+}
+
 // clients are the loop's producer and consumer, and what the processor learnt of its output topics.
 type clients struct {
 	producer *produce.Producer
-	consumer *consume.Consumer
-	limits   map[string]int // output topics' max.message.bytes
+	// alternate takes every other transaction (txn.Loop.Alternate); nil in at_least_once.
+	alternate *produce.Producer
+	consumer  *consume.Consumer
+	limits    map[string]int // output topics' max.message.bytes
 }
 
 // newClients creates the producer and the consumer; a client that fails for good, or a consumer fenced, ends
@@ -225,6 +247,14 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 	if err != nil {
 		return nil, err
 	}
+	var alternate *produce.Producer
+	if cfg.alternating() {
+		pcfg.TransactionalID = cfg.alternateTransactionalID()
+		if alternate, err = produce.New(pcfg); err != nil {
+			producer.Close()
+			return nil, err
+		}
+	}
 	consumer, err := consume.New(consume.Config{
 		Brokers:         cfg.Brokers,
 		GroupID:         cfg.GroupID,
@@ -248,9 +278,12 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 	})
 	if err != nil {
 		producer.Close()
+		if alternate != nil {
+			alternate.Close()
+		}
 		return nil, err
 	}
-	return &clients{producer: producer, consumer: consumer, limits: limits}, nil
+	return &clients{producer: producer, alternate: alternate, consumer: consumer, limits: limits}, nil
 }
 
 // close stops consuming, then closes the producer.
@@ -259,6 +292,9 @@ func (c *clients) close(log *slog.Logger) {
 		log.Warn("close consumer", "error", err)
 	}
 	c.producer.Close()
+	if c.alternate != nil {
+		c.alternate.Close()
+	}
 }
 
 // registerProcessMetrics registers the Go runtime's, the process's and the build's metrics, and the count of
@@ -286,7 +322,7 @@ func newLoop(cfg Config, c *clients, transform stream.Transform, dedupeStage txn
 	if cfg.hasStages() {
 		metrics.InitDeadLetterStages(pipeline.Stages...)
 	}
-	return &txn.Loop{
+	loop := &txn.Loop{
 		Consumer:        c.consumer,
 		Producer:        c.producer,
 		Transform:       transform,
@@ -310,6 +346,10 @@ func newLoop(cfg Config, c *clients, transform stream.Transform, dedupeStage txn
 		Metrics:            metrics,
 		Logger:             log,
 	}
+	if c.alternate != nil {
+		loop.Alternate = c.alternate
+	}
+	return loop
 }
 
 // serveHTTP serves h on ln until the returned function is called.
@@ -366,16 +406,16 @@ func groupInstanceID(cfg Config) string {
 }
 
 // explain adds what the operator should know to the errors whose cause is a deployment mistake.
-func explain(err error, transactionalID string, cfg Config) error {
+func explain(err error, cfg Config) error {
 	// librdkafka's errors, whether confluent-kafka-go's kafka.Error or the loop's own clients'.
 	var ke interface{ Code() kafka.ErrorCode }
 	if errors.As(err, &ke) {
 		switch ke.Code() {
 		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:
-			return fmt.Errorf("fenced: the transaction coordinator no longer accepts this producer of transactional.id %q. "+
-				"Either another instance with that id is running (each live replica needs its own PROCESSOR_INSTANCE_ID), "+
-				"or this transaction outlived PROCESSOR_TRANSACTION_TIMEOUT (the process was paused, or a broker failover "+
-				"took longer) and the coordinator aborted it, which a restart recovers from: %w", transactionalID, err)
+			return fmt.Errorf("fenced: the transaction coordinator no longer accepts a producer of this processor's "+
+				"(transactional.id %s). Either another instance with that id is running (each live replica needs its own "+
+				"PROCESSOR_INSTANCE_ID), or this transaction outlived PROCESSOR_TRANSACTION_TIMEOUT (the process was paused, "+
+				"or a broker failover took longer) and the coordinator aborted it, which a restart recovers from: %w", cfg.transactionalIDs(), err)
 		case kafka.ErrFencedInstanceID:
 			return fmt.Errorf("fenced: the group coordinator gave group.instance.id %q of group %q to a newer member. "+
 				"Either another live replica has the same PROCESSOR_INSTANCE_ID (each needs its own), or the coordinator "+
