@@ -1,5 +1,5 @@
-// Package produce owns the processor's one producer: transactional and idempotent for exactly_once, idempotent
-// only for at_least_once. It initialises, begins, produces, sends offsets, commits and aborts; it tracks delivery
+// Package produce owns the processor's producers: transactional and idempotent for exactly_once (by default two,
+// each with its own transactional.id, taking the transactions in turn), idempotent only for at_least_once. It initialises, begins, produces, sends offsets, commits and aborts; it tracks delivery
 // reports; and it classifies every failure as retriable, abortable or fatal (see Class). It never polls a
 // consumer and never decides what to do about an error: that policy is the txn package's.
 package produce
