@@ -294,7 +294,8 @@ func (s *supervised) loop() {
 		switch {
 		case s.expected == 0:
 			s.noteExit(cur, "exited on its own")
-			s.f.t.Logf("%s exited on its own with code %d; restarting it", s.name, cur.ExitCode())
+			s.f.t.Logf("%s exited on its own with code %d; restarting it; last line: %s", s.name, cur.ExitCode(),
+				strings.TrimSpace(testcontainers.LastLines(cur.Log(), 1)))
 		case s.expected == syscall.SIGTERM && cur.ExitCode() != 0:
 			s.noteExit(cur, "exited after SIGTERM, not with 0")
 			s.f.t.Logf("%s exited %d after SIGTERM, not 0; restarting it", s.name, cur.ExitCode())
