@@ -219,13 +219,14 @@ func (c Config) transactionalIDs() string {
 // clients are the loop's producer and consumer, and what the processor learnt of its output topics.
 type clients struct {
 	producer *produce.Producer
-	// alternate takes every other transaction (txn.Loop.Alternate); nil in at_least_once.
+	// alternate takes every other transaction (txn.Loop.Alternate); nil with one producer (at_least_once,
+	// de-duplication, PROCESSOR_TRANSACTIONAL_PRODUCERS=1).
 	alternate *produce.Producer
 	consumer  *consume.Consumer
 	limits    map[string]int // output topics' max.message.bytes
 }
 
-// newClients creates the producer and the consumer; a client that fails for good, or a consumer fenced, ends
+// newClients creates the producers and the consumer; a client that fails for good, or a consumer fenced, ends
 // the run through failRun.
 func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWatch, stats *clientMetrics, failRun context.CancelCauseFunc) (*clients, error) {
 	msgTimeout, _, _ := cfg.messageTimeout() // validated by resolve
@@ -286,7 +287,7 @@ func newClients(ctx context.Context, cfg Config, log *slog.Logger, watch *authWa
 	return &clients{producer: producer, alternate: alternate, consumer: consumer, limits: limits}, nil
 }
 
-// close stops consuming, then closes the producer.
+// close stops consuming, then closes the producers.
 func (c *clients) close(log *slog.Logger) {
 	if err := c.consumer.Close(); err != nil {
 		log.Warn("close consumer", "error", err)
@@ -412,7 +413,7 @@ func explain(err error, cfg Config) error {
 	if errors.As(err, &ke) {
 		switch ke.Code() {
 		case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch:
-			return fmt.Errorf("fenced: the transaction coordinator no longer accepts a producer of this processor's "+
+			return fmt.Errorf("fenced: the transaction coordinator no longer accepts one of this processor's producers "+
 				"(transactional.id %s). Either another instance with that id is running (each live replica needs its own "+
 				"PROCESSOR_INSTANCE_ID), or this transaction outlived PROCESSOR_TRANSACTION_TIMEOUT (the process was paused, "+
 				"or a broker failover took longer) and the coordinator aborted it, which a restart recovers from: %w", cfg.transactionalIDs(), err)
