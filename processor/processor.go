@@ -203,9 +203,10 @@ func (c Config) transactionalID() string { return c.AppID + "-" + c.InstanceID }
 // alternateTransactionalID is the transactional.id of the producer that takes every other transaction.
 func (c Config) alternateTransactionalID() string { return c.transactionalID() + "~1" }
 
-// alternating says whether transactions alternate between two producers (txn.Loop.Alternate).
+// alternating says whether transactions alternate between two producers (txn.Loop.Alternate, which the loop
+// leaves unused in the same cases).
 func (c Config) alternating() bool {
-	return c.ProcessingGuarantee == "exactly_once" && c.TransactionalProducers > 1 && c.DedupeIdentity == ""
+	return c.ProcessingGuarantee == "exactly_once" && c.TransactionalProducers > 1 && c.DedupeIdentity == "" && !c.TestSerialLoop
 }
 
 // transactionalIDs names the producers' transactional ids, for logs and errors.

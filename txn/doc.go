@@ -17,27 +17,28 @@
 // are sent), and why fenced is fatal rather than retried: retrying means fighting the instance that legitimately
 // owns the work.
 //
-// Rebalances in the middle of a transaction. Batches are pipelined: while batch N's transaction writes what is
-// left of it, sends its offsets and commits, batch N+1 is assembled on the loop's goroutine, so the consumer is
-// polled, and rebalance callbacks run, while a transaction is open. And once N has committed (or, with an
-// Alternate producer, once N's records are all delivered: N+1's transaction then runs on the other producer
-// while N commits), N+1 begins its own transaction and writes its records as they arrive, before its assembly
-// ends, so a transaction is open during most of every assembly. A revocation or loss is therefore made to wait, inside the callback, until the
-// transaction in flight has committed or aborted: only then are the partitions given up, so their next owner
-// reads committed offsets that include batch N (or, if it aborted, do not), never offsets that batch N then
-// moves. If batch N+1's own transaction has written records of a partition going, it is aborted in the callback
-// too, and the loop rewinds: committed without that partition's offsets, those records would be written again by
-// its next owner. The revoked partitions' records that no transaction holds yet are dropped; their next owner
-// reads them from the committed offsets. The group metadata is taken just before the offsets are sent, so it
-// carries the newest generation, one in which the partitions are still ours since their revocation is waiting.
-// The price is that a rebalance waits for the transaction in flight, which is why the batch interval is short and
+// Rebalances in the middle of a transaction. Batches are pipelined: while batch N's transaction writes what is left
+// of it, sends its offsets and commits, batch N+1 is assembled on the loop's goroutine, so the consumer is polled,
+// and rebalance callbacks run, while a transaction is open. And once N has committed (or, with an Alternate
+// producer, once N's records are all delivered: N+1's transaction then runs on the other producer while N commits),
+// N+1 begins its own transaction and writes its records as they arrive, before its assembly ends, so a transaction
+// is open during most of every assembly. A revocation or loss is therefore made to wait, inside the callback, until
+// the transaction in flight has committed or aborted: only then are the partitions given up, so their next owner
+// reads committed offsets that include batch N (or, if it aborted, do not), never offsets that batch N then moves.
+// If batch N+1's own transaction has written records of a partition going, it is aborted in the callback too, and
+// the loop rewinds: committed without that partition's offsets, those records would be written again by its next
+// owner. The revoked partitions' records that no transaction holds yet are dropped; their next owner reads them
+// from the committed offsets. The group metadata is taken just before the offsets are sent, so it carries the
+// newest generation, one in which the partitions are still ours since their revocation is waiting. The price is
+// that a rebalance waits for the transaction in flight, which is why the batch interval is short and
 // max.poll.interval.ms is long, and that a revocation costs the batch being assembled a redo.
 //
-// Half-failed transactions. After an abortable error (a failed delivery, the broker aborting the transaction)
-// the outputs are discarded by the abort markers, but the consumer has already moved past the batch, and past
-// the next one assembled beside it. The loop aborts, drops the next batch (aborting its transaction too if it
-// began on the Alternate), rewinds every partition to its committed offset, backs off, and reads both again. Skipping the rewind would lose both batches; skipping
-// the abort would leave the outputs of a transaction that is then committed with the next batch's offsets.
+// Half-failed transactions. After an abortable error (a failed delivery, the broker aborting the transaction) the
+// outputs are discarded by the abort markers, but the consumer has already moved past the batch, and past the next
+// one assembled beside it. The loop aborts, drops the next batch (aborting its transaction too if it began on the
+// Alternate), rewinds every partition to its committed offset, backs off, and reads both again. Skipping the rewind
+// would lose both batches; skipping the abort would leave the outputs of a transaction that is then committed with
+// the next batch's offsets.
 //
 // State that outlives a batch. De-duplication remembers the identities it let through; if that memory were
 // updated outside the transaction, an aborted batch would leave its records marked as seen and the redo would

@@ -181,7 +181,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		if settled != nil && next != nil && next.begun {
 			// Begun on the other lane while the failed transaction committed: it goes with it (the rewind reads
 			// both again), or it would commit its offsets past the failed batch.
-			if aerr := l.abortOpen(work, settle, next.lane, "previous transaction failed", true); aerr != nil && asAbortable(settled) != nil {
+			aerr := l.abortOpen(work, settle, next.lane, "previous transaction failed", true)
+			if aerr != nil && asAbortable(settled) != nil {
 				return aerr
 			}
 		}

@@ -168,13 +168,10 @@ func (l *Loop) writeAhead(work, settle context.Context) func(batch []stream.Reco
 			return nil
 		}
 		start := time.Now()
-		err := l.write(work, settle, b, in)
+		err := l.writeEarly(work, settle, b, in)
 		b.duringAssembly += time.Since(start)
 		l.beat()
 		if err != nil {
-			if ab := asAbortable(err); ab != nil {
-				l.rememberRefused(ab) // for the redo, as land does for a transaction that failed in flight
-			}
 			b.doomed = err
 		}
 		return err
@@ -295,8 +292,16 @@ func (l *Loop) writeBeside(work, settle context.Context, b *batch) error {
 		}
 	}
 	start := time.Now()
-	err := l.write(work, settle, b, b.in)
+	err := l.writeEarly(work, settle, b, b.in)
 	b.preparedRest += time.Since(start)
+	return err
+}
+
+// writeEarly writes on the loop's goroutine, before the batch's transaction takes over (writeAhead,
+// writeBeside), and remembers the inputs whose outputs the producer refused, for the redo, as land does for a
+// transaction that failed in flight.
+func (l *Loop) writeEarly(work, settle context.Context, b *batch, in []stream.Record) error {
+	err := l.write(work, settle, b, in)
 	if ab := asAbortable(err); ab != nil {
 		l.rememberRefused(ab)
 	}
