@@ -57,8 +57,7 @@ type fakeConsumer struct {
 	// budget is held back, as the real consumer carries them, until one is given.
 	budgets       []map[stream.TopicPartition]int64
 	withinBudgets bool
-	// commitGate, if set, holds every CommitOffsets (at_least_once's commit) until it is closed or a second has
-	// passed (then the commit fails).
+	// commitGate, if set, holds every CommitOffsets (at_least_once's commit) until it is closed.
 	commitGate chan struct{}
 }
 
@@ -182,11 +181,7 @@ func (c *fakeConsumer) TakeRevoked() []stream.TopicPartition {
 
 func (c *fakeConsumer) CommitOffsets(o map[stream.TopicPartition]int64) error {
 	if c.commitGate != nil {
-		select {
-		case <-c.commitGate:
-		case <-time.After(time.Second):
-			return errors.New("offset commit gate timed out")
-		}
+		<-c.commitGate // no time bound: a busy machine must not fail the test, and every test closes its gate
 	}
 	c.committed = append(c.committed, o)
 	c.offsetCommits.Add(1)
