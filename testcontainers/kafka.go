@@ -342,6 +342,19 @@ func (c *Cluster) BrokerAddress(id int) string { return c.broker(id).address() }
 
 func (b *broker) address() string { return "localhost:" + strconv.Itoa(b.hostPort) }
 
+// BrokerPID is the host's process id of the first process in broker id's container (the broker's JVM, or what
+// starts it), for benchmarks that read the broker's CPU use from /proc.
+func (c *Cluster) BrokerPID(ctx context.Context, id int) (int, error) {
+	st, err := c.broker(id).container.State(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("state of broker %d: %w", id, err)
+	}
+	if st.Pid == 0 {
+		return 0, fmt.Errorf("broker %d is not running", id)
+	}
+	return st.Pid, nil
+}
+
 // Image returns the image the cluster runs.
 func (c *Cluster) Image() string { return c.image }
 
