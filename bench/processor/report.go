@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ type Results struct {
 	Took      string    `json:"took"`
 	Machine   Machine   `json:"machine"`
 	Ceilings  []Ceiling `json:"ceilings"`
-	Warmups   []Run     `json:"warmups,omitempty"` // each backlog's first drain, before the timed ones, in no median
+	Warmups   []Run     `json:"warmups,omitempty"` // the warm-up rounds' drains, before the timed ones, in no median
 	Runs      []Run     `json:"throughput"`
 	Latencies []Latency `json:"latency"`
 	Capacity  Capacity  `json:"capacity"`
@@ -119,10 +120,44 @@ func (r *Results) median(workload string, p peer) Run {
 	m.MBPerSec = med(func(r Run) float64 { return r.MBPerSec })
 	m.CPUPerMillion = med(func(r Run) float64 { return r.CPUPerMillion })
 	m.PeakRSSMB = med(func(r Run) float64 { return r.PeakRSSMB })
+	m.BrokerCPUSeconds = med(func(r Run) float64 { return r.BrokerCPUSeconds })
+	m.BrokerJITSeconds = med(func(r Run) float64 { return r.BrokerJITSeconds })
 	m.VsCopyCeiling = med(func(r Run) float64 { return r.VsCopyCeiling })
 	m.VsBrokerCeiling = med(func(r Run) float64 { return r.VsBrokerCeiling })
 	m.Progress = nil
 	return m
+}
+
+// brokerCells are a run's broker CPU per million records and its JIT compiler's share of it, as two table
+// cells ("-" where the broker's CPU was not readable).
+func (run Run) brokerCells() string {
+	if run.BrokerCPUSeconds == 0 {
+		return "- | -"
+	}
+	return fmt.Sprintf("%.2f | %.0f", run.BrokerCPUSeconds/float64(run.Records)*1e6, 100*run.BrokerJITSeconds/run.BrokerCPUSeconds)
+}
+
+// warmupJITShares is, for each warm-up round, the share of the broker's CPU its JIT compiler took (NaN where
+// the broker's CPU was not readable).
+func (r *Results) warmupJITShares() []float64 {
+	var cpu, jit []float64
+	for _, run := range r.Warmups {
+		for len(cpu) < run.WarmupRound {
+			cpu, jit = append(cpu, 0), append(jit, 0)
+		}
+		if i := run.WarmupRound - 1; i >= 0 {
+			cpu[i] += run.BrokerCPUSeconds
+			jit[i] += run.BrokerJITSeconds
+		}
+	}
+	shares := make([]float64, len(cpu))
+	for i := range cpu {
+		shares[i] = math.NaN()
+		if cpu[i] > 0 {
+			shares[i] = jit[i] / cpu[i]
+		}
+	}
+	return shares
 }
 
 // peers lists the distinct configurations measured, in the order they first ran.
@@ -307,36 +342,47 @@ func (r *Results) writeMarkdown(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Draining the backlog (time from process start to every offset committed), medians of %d runs each", r.repeats())
 	if len(r.Warmups) > 0 {
-		fmt.Fprintf(w, ", after a first drain of each backlog left out (%s %s", r.Warmups[0].Peer, r.Warmups[0].Guarantee)
-		for _, warm := range r.Warmups {
-			fmt.Fprintf(w, "; %s: %.0f records/s", warm.Workload, warm.RecordsPerSec)
+		fmt.Fprint(w, ", after warm-up drains left out (")
+		for i, share := range r.warmupJITShares() {
+			if i > 0 {
+				fmt.Fprint(w, "; ")
+			}
+			if math.IsNaN(share) {
+				fmt.Fprintf(w, "round %d: the broker's CPU not readable here", i+1)
+			} else {
+				fmt.Fprintf(w, "round %d: the broker's JIT compiler took %.0f%% of its CPU", i+1, 100*share)
+			}
 		}
 		fmt.Fprint(w, ")")
 	}
 	fmt.Fprintln(w, ":")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| records | peer | guarantee | batch / commit interval | seconds | start-up s | records/s | MB/s | vs copy ceiling | CPU s / M records | peak RSS MB |")
-	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| records | peer | guarantee | batch / commit interval | seconds | start-up s | records/s | MB/s | vs copy ceiling | CPU s / M records | peak RSS MB | broker CPU s / M records | broker JIT % |")
+	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, workload := range []string{"100 B", "1 KB"} {
 		for _, p := range r.peers() {
 			m := r.median(workload, p)
 			if m.Repeat == 0 {
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %.1f | %.1f | %.0f | %.1f | %.2f | %.2f | %.0f |\n",
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %.1f | %.1f | %.0f | %.1f | %.2f | %.2f | %.0f | %s |\n",
 				workload, p.Name, p.Guarantee, p.intervalName(), m.Seconds, m.StartupSeconds, m.RecordsPerSec, m.MBPerSec,
-				m.VsCopyCeiling, m.CPUPerMillion, m.PeakRSSMB)
+				m.VsCopyCeiling, m.CPUPerMillion, m.PeakRSSMB, m.brokerCells())
 		}
 	}
 
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every run, in the order they ran:")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| # | records | peer | guarantee | interval | seconds | records/s | CPU s / M records | peak RSS MB |")
-	fmt.Fprintln(w, "|---:|---|---|---|---|---:|---:|---:|---:|")
-	for _, run := range r.Runs {
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %.1f | %.0f | %.2f | %.0f |\n", run.Repeat, run.Workload, run.Peer,
-			run.Guarantee, run.BatchInterval, run.Seconds, run.RecordsPerSec, run.CPUPerMillion, run.PeakRSSMB)
+	fmt.Fprintln(w, "| # | records | peer | guarantee | interval | seconds | records/s | CPU s / M records | peak RSS MB | broker CPU s / M records | broker JIT % |")
+	fmt.Fprintln(w, "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+	for _, run := range slices.Concat(r.Warmups, r.Runs) {
+		n := strconv.Itoa(run.Repeat)
+		if run.WarmupRound > 0 {
+			n = fmt.Sprintf("warm-up %d", run.WarmupRound)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.1f | %.0f | %.2f | %.0f | %s |\n", n, run.Workload, run.Peer,
+			run.Guarantee, run.BatchInterval, run.Seconds, run.RecordsPerSec, run.CPUPerMillion, run.PeakRSSMB, run.brokerCells())
 	}
 
 	if c := r.Capacity; len(c.Steps) > 0 {

@@ -32,6 +32,7 @@ type Run struct {
 	Guarantee       string  `json:"guarantee"`
 	BatchInterval   string  `json:"batch_interval"`
 	Repeat          int     `json:"repeat"`
+	WarmupRound     int     `json:"warmup_round,omitempty"` // of a warm-up drain (Repeat 0), in no median
 	MaxBatchRecords int     `json:"max_batch_records,omitempty"`
 	Records         int     `json:"records"`
 	Seconds         float64 `json:"seconds"`         // from the process's start until every offset is committed
@@ -41,8 +42,11 @@ type Run struct {
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUPerMillion   float64 `json:"cpu_seconds_per_million_records"`
 	PeakRSSMB       float64 `json:"peak_rss_mb"`
-	VsCopyCeiling   float64 `json:"vs_copy_ceiling"`   // records/s over the librdkafka copy's
-	VsBrokerCeiling float64 `json:"vs_broker_ceiling"` // over the lower of Kafka's own producer and consumer tools
+	// The broker's CPU time during the run, and the part of it its JIT compiler threads took (broker.go).
+	BrokerCPUSeconds float64 `json:"broker_cpu_seconds,omitempty"`
+	BrokerJITSeconds float64 `json:"broker_jit_seconds,omitempty"`
+	VsCopyCeiling    float64 `json:"vs_copy_ceiling"`   // records/s over the librdkafka copy's
+	VsBrokerCeiling  float64 `json:"vs_broker_ceiling"` // over the lower of Kafka's own producer and consumer tools
 	// Progress is the group's committed records, sampled every progressEvery: [seconds since start, records].
 	Progress [][2]float64 `json:"progress"`
 }
@@ -186,7 +190,12 @@ func (b *bench) throughput(ctx context.Context, w workload, p peer, repeat int) 
 		return Run{}, err
 	}
 	defer watch.close()
-	step("%s %s (%d of %d): draining %d records", w.name, p, repeat, b.opts.repeats, w.records)
+	if repeat < 0 {
+		step("%s %s (warm-up round %d): draining %d records", w.name, p, -repeat, w.records)
+	} else {
+		step("%s %s (%d of %d): draining %d records", w.name, p, repeat, b.opts.repeats, w.records)
+	}
+	brokerCPU, brokerJIT := b.brokerCPU()
 	start := time.Now()
 	proc, err := b.startPeer(p, w, w.topic, out, group)
 	if err != nil {
@@ -196,6 +205,9 @@ func (b *bench) throughput(ctx context.Context, w workload, p peer, repeat int) 
 	r := Run{Workload: w.name, Peer: p.Name, Guarantee: p.Guarantee, BatchInterval: p.intervalName(), Repeat: repeat, Records: w.records}
 	if p.Name == peerProcessor {
 		r.MaxBatchRecords = w.maxBatch
+	}
+	if repeat < 0 {
+		r.Repeat, r.WarmupRound = 0, -repeat
 	}
 	deadline := time.After(10 * time.Minute)
 	tick := time.NewTicker(pollEvery)
@@ -230,6 +242,8 @@ func (b *bench) throughput(ctx context.Context, w workload, p peer, repeat int) 
 	if err != nil {
 		return Run{}, err
 	}
+	brokerCPUEnd, brokerJITEnd := b.brokerCPU()
+	r.BrokerCPUSeconds, r.BrokerJITSeconds = brokerCPUEnd-brokerCPU, brokerJITEnd-brokerJIT
 	if _, err := proc.Stop(time.Minute); err != nil {
 		return Run{}, err
 	}
@@ -738,16 +752,10 @@ func (w *offsetWatch) close() { w.consumer.Close() }
 // procStats reads a process's CPU time (user+system) and peak resident set (VmHWM) from /proc, in seconds and
 // bytes. It must be called before the process exits.
 func procStats(pid int) (cpuSeconds, peakRSS float64, err error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	_, cpuSeconds, err = statCPU(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("process %d: %w", pid, err)
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
-	// 14th and 15th fields of the line, the 12th and 13th after ")".
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	const userHZ = 100 // clock ticks per second (sysconf CLK_TCK): 100 on every Linux architecture Go supports
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, fmt.Errorf("peak RSS of %d: %w", pid, err)
@@ -758,7 +766,7 @@ func procStats(pid int) (cpuSeconds, peakRSS float64, err error) {
 			peakRSS = kb * 1024
 		}
 	}
-	return (utime + stime) / userHZ, peakRSS, nil
+	return cpuSeconds, peakRSS, nil
 }
 
 // dropTopics deletes a run's own topics once it is over. Every drain writes a whole backlog again and every
