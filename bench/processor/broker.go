@@ -21,14 +21,15 @@ import (
 // exactly_once and at_least_once: about 40% in the first minute, 5-20% after the second.
 const warmJITShare = 0.10
 
-// findJVM returns the java process that is pid or runs below it (an image may start the JVM from a script).
+// findJVM returns the java process that is pid or runs below it (an image may start the JVM from a script). A
+// process below pid that exits while it looks is passed over.
 func findJVM(pid int) (int, error) {
 	queue := []int{pid}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
 		comm, _, err := statCPU(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
+		if err != nil && p == pid {
 			return 0, err
 		}
 		if comm == "java" {

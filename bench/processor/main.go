@@ -200,10 +200,11 @@ func run(ctx context.Context, o options) error {
 	// The first drain of each backlog ran up to a quarter slower than the ones after it in every run (the
 	// broker's first transactions and first reads of the backlog), and the broker's JIT compiler goes on for
 	// minutes after that (broker.go), longer for exactly_once, whose broker code the ceilings do not run: with a
-	// single first drain, exactly_once / at_least_once was 0.85-1.00 (median 0.90) in the first five alternating pairs of a
-	// quick run and 0.86-1.03 (median 0.98) in the eleven after them. A broker in service has long paid that
-	// cost, so rounds of every configuration, in the order of the timed ones, go first, and no median counts
-	// them: until the compiler took at most warmJITShare of the broker's CPU in a round, or for warmupRounds.
+	// single first drain, exactly_once / at_least_once was 0.85-1.00 (median 0.90) in the first five alternating
+	// pairs of a quick run and 0.86-1.03 (median 0.98) in the eleven after them. A broker in service has long
+	// paid that cost, so rounds of every configuration, in the order of the timed ones, go first, and no median
+	// counts them: until the compiler took at most warmJITShare of the broker's CPU in a round, or for
+	// warmupRounds.
 	for round := 1; round <= o.warmupRounds; round++ {
 		var cpu, jit float64
 		for _, w := range loads {
