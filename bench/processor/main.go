@@ -115,6 +115,11 @@ func addSetting(env map[string]string, setting string) error {
 	return nil
 }
 
+// measures says whether -only lets configuration p run on workload w.
+func (o options) measures(w workload, p peer) bool {
+	return o.only == nil || o.only.MatchString(w.name+" "+p.String())
+}
+
 // workload is one record size with its pre-loaded backlog.
 type workload struct {
 	name     string // "100 B", "1 KB"
@@ -209,7 +214,7 @@ func run(ctx context.Context, o options) error {
 		var cpu, jit float64
 		for _, w := range loads {
 			for _, p := range peers {
-				if o.only != nil && !o.only.MatchString(w.name+" "+p.String()) {
+				if !o.measures(w, p) {
 					continue
 				}
 				warm, err := b.throughput(ctx, w, p, -round)
@@ -231,7 +236,7 @@ func run(ctx context.Context, o options) error {
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, w := range loads {
 			for _, p := range peers {
-				if o.only != nil && !o.only.MatchString(w.name+" "+p.String()) {
+				if !o.measures(w, p) {
 					continue
 				}
 				run, err := b.throughput(ctx, w, p, repeat)
@@ -275,7 +280,7 @@ func run(ctx context.Context, o options) error {
 	// The target's configuration also at half the capacity it has in the latency runs' setup.
 	if len(peers) > 0 && len(o.variants) == 0 && o.latencyRate == 0 {
 		target := slices.IndexFunc(latencyPeers, func(p peer) bool { return p.String() == peers[0].String() })
-		if target >= 0 && (o.only == nil || o.only.MatchString(loads[0].name+" "+peers[0].String())) {
+		if target >= 0 && o.measures(loads[0], peers[0]) {
 			if err := b.capacity(ctx, loads[0], peers[0]); err != nil {
 				return err
 			}
@@ -288,7 +293,7 @@ func run(ctx context.Context, o options) error {
 	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, p := range latencyPeers {
-			if o.only != nil && !o.only.MatchString(loads[0].name+" "+p.String()) {
+			if !o.measures(loads[0], p) {
 				continue
 			}
 			if err := b.latency(ctx, loads[0], p, repeat); err != nil {
