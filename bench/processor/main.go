@@ -120,6 +120,19 @@ func (o options) measures(w workload, p peer) bool {
 	return o.only == nil || o.only.MatchString(w.name+" "+p.String())
 }
 
+// inTurn is the order of the configurations in the repeat-th round (from 1): each round starts one configuration
+// later than the round before. In a fixed order the first configuration of a backlog always ran right after the
+// other backlog's last drain and the deletion of its topics, and each configuration always after the same one,
+// so that whatever a drain leaves behind (the broker's garbage, the page cache, the disk's writeback) could fall
+// on the same configuration in every repeat and move a ratio the same way each time.
+func inTurn(peers []peer, repeat int) []peer {
+	if len(peers) == 0 {
+		return nil
+	}
+	k := (repeat - 1) % len(peers)
+	return append(slices.Clone(peers[k:]), peers[:k]...)
+}
+
 // workload is one record size with its pre-loaded backlog.
 type workload struct {
 	name     string // "100 B", "1 KB"
@@ -183,8 +196,8 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	// Every configuration once per repeat, in turn, so that the drift of a shared machine hits all alike; the
-	// tables report each run and the medians.
+	// Every configuration once per repeat, in turn (inTurn), so that the drift of a shared machine hits all
+	// alike; the tables report each run and the medians.
 	peers := []peer{
 		{Name: peerProcessor, Guarantee: "exactly_once", Interval: 100 * time.Millisecond},
 		{Name: peerProcessor, Guarantee: "at_least_once", Interval: 100 * time.Millisecond},
@@ -235,7 +248,7 @@ func run(ctx context.Context, o options) error {
 	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
 		for _, w := range loads {
-			for _, p := range peers {
+			for _, p := range inTurn(peers, repeat) {
 				if !o.measures(w, p) {
 					continue
 				}
@@ -254,7 +267,7 @@ func run(ctx context.Context, o options) error {
 	}
 	// Latency at half of each peer's median maximum, with 100-byte records; the configurations users run with
 	// backpressure on (100 ms, and the default settings) under the load of the backpressure-off run at 100 ms.
-	// Every configuration once per repeat, in turn.
+	// Every configuration once per repeat, in turn (inTurn).
 	var latencyPeers []peer
 	for _, p := range peers {
 		if p.Guarantee == "at_least_once" || p.Name == peerDefaults {
@@ -292,7 +305,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	for repeat := 1; repeat <= o.repeats; repeat++ {
-		for _, p := range latencyPeers {
+		for _, p := range inTurn(latencyPeers, repeat) {
 			if !o.measures(loads[0], p) {
 				continue
 			}
