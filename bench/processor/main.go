@@ -91,7 +91,11 @@ func main() {
 					return fmt.Errorf("-variant %s: %w", label, err)
 				}
 			}
-			o.variants = append(o.variants, peer{Name: peerProcessor + " " + label, Guarantee: "exactly_once",
+			guarantee := "exactly_once"
+			if g, ok := env["PROCESSOR_PROCESSING_GUARANTEE"]; ok {
+				guarantee = g // so that the tables say what ran
+			}
+			o.variants = append(o.variants, peer{Name: peerProcessor + " " + label, Guarantee: guarantee,
 				Interval: 100 * time.Millisecond, Env: env})
 			return nil
 		})
