@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -54,6 +55,7 @@ type options struct {
 	only          *regexp.Regexp    // measure only the configurations whose name matches (tuning experiments)
 	variants      []peer            // instead of the usual configurations, these side by side (tuning experiments)
 	quick         bool              // skip the ceilings, the profile and the latency runs (tuning experiments)
+	report        string            // a finished run's JSON file to report again instead of measuring
 	warmupRounds  int               // at most this many rounds of every configuration before the timed ones
 }
 
@@ -74,6 +76,7 @@ func main() {
 		return err
 	})
 	flag.IntVar(&o.warmupRounds, "warmup-rounds", 3, "at most this many untimed rounds of every configuration before the timed ones; they stop early once the broker's JIT compiler took at most 10% of its CPU in one")
+	flag.StringVar(&o.report, "report", "", "instead of measuring, read this JSON file of an earlier run, recompute its ratios and targets and write its report (stdout, -json, -svg) again")
 	flag.BoolVar(&o.quick, "quick", false, "skip the ceilings (ProducerPerformance still writes the backlogs, untimed), the profile and the latency runs")
 	flag.BoolVar(&o.streams, "streams", true, "measure the Kafka Streams copy application beside the processor (needs a JDK and Maven: scripts/kstreams-app.sh)")
 	o.extraEnv = map[string]string{}
@@ -103,7 +106,11 @@ func main() {
 	tclog.SetDefault(tclog.NewNoopLogger())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o); err != nil {
+	measure := run
+	if o.report != "" {
+		measure = func(context.Context, options) error { return rereport(o) }
+	}
+	if err := measure(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -319,8 +326,17 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	res.Took = time.Since(began).Round(time.Second).String()
-	res.computeRatios()
+	if err := report(res, o); err != nil {
+		return err
+	}
+	step("wrote %s and %s in %s", o.jsonPath, o.svgPath, res.Took)
+	return nil
+}
 
+// report computes the ratios and targets of res and writes its report: the tables on stdout, the figures to
+// o.jsonPath and the plot to o.svgPath.
+func report(res *Results, o options) error {
+	res.computeRatios()
 	fmt.Println()
 	res.writeMarkdown(os.Stdout)
 	for path, write := range map[string]func(string) error{o.jsonPath: res.writeJSON, o.svgPath: res.writeSVG} {
@@ -331,7 +347,24 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	step("wrote %s and %s in %s", o.jsonPath, o.svgPath, res.Took)
+	return nil
+}
+
+// rereport writes the report of the run whose figures o.report holds again, with this version's ratios and
+// tables: no Kafka, no measuring.
+func rereport(o options) error {
+	b, err := os.ReadFile(o.report)
+	if err != nil {
+		return fmt.Errorf("read the figures of an earlier run: %w", err)
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("read the figures of an earlier run: %s is not a bench JSON file: %w", o.report, err)
+	}
+	if err := report(&res, o); err != nil {
+		return err
+	}
+	step("wrote %s and %s from %s", o.jsonPath, o.svgPath, o.report)
 	return nil
 }
 
