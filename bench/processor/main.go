@@ -106,11 +106,13 @@ func main() {
 	tclog.SetDefault(tclog.NewNoopLogger())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	measure := run
+	var err error
 	if o.report != "" {
-		measure = func(context.Context, options) error { return rereport(o) }
+		err = rereport(o)
+	} else {
+		err = run(ctx, o)
 	}
-	if err := measure(ctx, o); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
