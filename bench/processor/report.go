@@ -95,12 +95,18 @@ func (r *Results) runs(workload string, p peer) []Run {
 	return out
 }
 
-// medianOf is the median of f over runs.
-func medianOf[T any](runs []T, f func(T) float64) float64 {
+// figures is f of each run, in order.
+func figures[T any](runs []T, f func(T) float64) []float64 {
 	v := make([]float64, len(runs))
 	for i, run := range runs {
 		v[i] = f(run)
 	}
+	return v
+}
+
+// medianOf is the median of f over runs.
+func medianOf[T any](runs []T, f func(T) float64) float64 {
+	v := figures(runs, f)
 	slices.Sort(v)
 	if len(v)%2 == 1 {
 		return v[len(v)/2]
@@ -244,10 +250,7 @@ func (r *Results) computeRatios() {
 		target(fmt.Sprintf("records/s, default settings / best tuned exactly_once, %s", workload), v, ">= 0.9", v >= 0.9,
 			r.perRound(workload, defPeer, bestPeer, rate))
 		if workload == "100 B" && def.RecordsPerSec > 0 {
-			var rss []float64
-			for _, run := range r.runs(workload, defPeer) {
-				rss = append(rss, run.PeakRSSMB)
-			}
+			rss := figures(r.runs(workload, defPeer), func(run Run) float64 { return run.PeakRSSMB })
 			target("peak RSS (MB), default settings, 100 B backlog", def.PeakRSSMB, "<= 100", def.PeakRSSMB <= 100, rss)
 		}
 	}
@@ -257,11 +260,8 @@ func (r *Results) computeRatios() {
 	}{{"", "half load"}, {loadHalfCapacity, "half capacity"}} {
 		p := peer{Name: peerProcessor, Guarantee: "exactly_once", Interval: 100 * time.Millisecond, Load: c.load}
 		if m := r.latencyMedian(p); m.Samples > 0 {
-			var runs []float64
-			for _, l := range r.latencyRuns(p) {
-				runs = append(runs, l.P99Ms)
-			}
-			target("p99 end-to-end latency (ms), processor exactly_once, 100ms batches, "+c.what, m.P99Ms, "<= 150", m.P99Ms <= 150, runs)
+			target("p99 end-to-end latency (ms), processor exactly_once, 100ms batches, "+c.what, m.P99Ms, "<= 150", m.P99Ms <= 150,
+				figures(r.latencyRuns(p), p99))
 		}
 	}
 	// Backpressure must never make things worse: beside the backpressure-off run at the same interval and load.
